@@ -1,0 +1,226 @@
+//! Image geometry as pure functions: the longest-side resize (bit-exact with the reference's PIL
+//! bilinear resampling), coordinate and box transforms, and mask postprocessing (PyTorch's
+//! bilinear interpolation, `align_corners = false`).
+
+/// `(h, w)` after scaling the longest side to `long_side`, rounding half up like the reference.
+pub fn preprocess_shape([h, w]: [usize; 2], long_side: usize) -> [usize; 2] {
+    let scale = long_side as f64 / h.max(w) as f64;
+    let round = |v: f64| (v + 0.5) as usize; // int(x + 0.5)
+    [round(h as f64 * scale), round(w as f64 * scale)]
+}
+
+/// Maps points from original-image pixels to the resized frame, in f64 as the reference does.
+pub fn transform_coords(coords: &[[f64; 2]], original: [usize; 2], resized: [usize; 2]) -> Vec<[f64; 2]> {
+    let (sx, sy) = (resized[1] as f64 / original[1] as f64, resized[0] as f64 / original[0] as f64);
+    coords.iter().map(|&[x, y]| [x * sx, y * sy]).collect()
+}
+
+/// Maps an `(x0, y0, x1, y1)` box from original-image pixels to the resized frame.
+pub fn transform_box(b: [f64; 4], original: [usize; 2], resized: [usize; 2]) -> [f64; 4] {
+    let c = transform_coords(&[[b[0], b[1]], [b[2], b[3]]], original, resized);
+    [c[0][0], c[0][1], c[1][0], c[1][1]]
+}
+
+// ---------------------------------------------------------------------------------------------
+// PIL-exact bilinear resize of 8-bit RGB.
+//
+// The reference resizes with PIL (via torchvision), which resamples separably — horizontal
+// pass, then vertical — with a triangle filter widened by the downscale factor (antialiasing),
+// fixed-point coefficients of 22 fractional bits, and rounding to u8 after each pass. We
+// reproduce that arithmetic so the encoder sees the very same pixels.
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+struct Coeffs {
+    /// Per output pixel: first input index and tap count.
+    bounds: Vec<(usize, usize)>,
+    ksize: usize,
+    /// `out_size × ksize` fixed-point weights.
+    weights: Vec<i32>,
+}
+
+fn bilinear_filter(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 { 1.0 - x } else { 0.0 }
+}
+
+fn precompute_coeffs(in_size: usize, out_size: usize) -> Coeffs {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // the bilinear filter's support is 1
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut weights = vec![0i32; out_size * ksize];
+    let mut k = vec![0f64; ksize];
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let ss = 1.0 / filterscale;
+        // C's (int) cast truncates toward zero.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+        let mut ww = 0.0;
+        for (x, kx) in k.iter_mut().enumerate().take(xmax) {
+            let w = bilinear_filter((x as f64 + xmin as f64 - center + 0.5) * ss);
+            *kx = w;
+            ww += w;
+        }
+        for x in 0..xmax {
+            let w = if ww != 0.0 { k[x] / ww } else { k[x] };
+            let fixed = w * (1u32 << PRECISION_BITS) as f64;
+            weights[xx * ksize + x] = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
+        }
+        bounds.push((xmin, xmax));
+    }
+    Coeffs { bounds, ksize, weights }
+}
+
+fn clip8(v: i64) -> u8 {
+    if v >= (1i64 << PRECISION_BITS << 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PRECISION_BITS) as u8
+    }
+}
+
+/// One resampling pass along rows (`horizontal`) or columns of an `h × w × 3` image.
+fn resample_pass(src: &[u8], [h, w]: [usize; 2], out_len: usize, horizontal: bool) -> Vec<u8> {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    let (in_len, lines) = if horizontal { (w, h) } else { (h, w) };
+    let coeffs = precompute_coeffs(in_len, out_len);
+    let (oh, ow) = if horizontal { (h, out_len) } else { (out_len, w) };
+    let mut out = vec![0u8; oh * ow * 3];
+    // Pixel offset of tap `t` on line `l`, and of output `o` on line `l`.
+    let at_in = |l: usize, t: usize| if horizontal { (l * w + t) * 3 } else { (t * w + l) * 3 };
+    let at_out = |l: usize, o: usize| if horizontal { (l * ow + o) * 3 } else { (o * ow + l) * 3 };
+    for l in 0..lines {
+        for (o, &(first, n)) in coeffs.bounds.iter().enumerate() {
+            let k = &coeffs.weights[o * coeffs.ksize..o * coeffs.ksize + n];
+            let mut ss = [half; 3];
+            for (t, &kt) in k.iter().enumerate() {
+                let p = at_in(l, first + t);
+                for c in 0..3 {
+                    ss[c] += src[p + c] as i64 * kt as i64;
+                }
+            }
+            let q = at_out(l, o);
+            for c in 0..3 {
+                out[q + c] = clip8(ss[c]);
+            }
+        }
+    }
+    out
+}
+
+/// Pillow ≥ 13 runs the vertical pass first when the height shrinks by more than twice as many
+/// pixels as the width (found against Pillow 13.0.0; see `scripts/pil_resize_ref.py`).
+fn vertical_first([h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> bool {
+    oh < h && (h - oh) as i64 > 2 * (w as i64 - ow as i64)
+}
+
+/// Resizes an 8-bit RGB image (`h × w × 3`, row-major) to `(h', w')` exactly as Pillow's
+/// `Image.resize(..., BILINEAR)` does: two separable passes, each rounded to u8.
+pub fn resize_rgb_bilinear(src: &[u8], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<u8> {
+    assert_eq!(src.len(), h * w * 3, "image buffer does not match its size");
+    let horizontal = |img: Vec<u8>, rows: usize| if ow != w { resample_pass(&img, [rows, w], ow, true) } else { img };
+    let vertical = |img: Vec<u8>, cols: usize| if oh != h { resample_pass(&img, [h, cols], oh, false) } else { img };
+    if vertical_first([h, w], [oh, ow]) {
+        horizontal(vertical(src.to_vec(), w), oh)
+    } else {
+        vertical(horizontal(src.to_vec(), h), ow)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch's bilinear interpolation (align_corners = false, no antialiasing), in f32 as PyTorch
+// computes it for f32 tensors.
+
+/// Source indices and weights along one axis.
+fn linear_taps(in_size: usize, out_size: usize) -> Vec<(usize, usize, f32, f32)> {
+    let ratio = in_size as f32 / out_size as f32;
+    (0..out_size)
+        .map(|o| {
+            if in_size == out_size {
+                return (o, o, 1.0, 0.0);
+            }
+            let real = (ratio * (o as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (real.floor() as usize).min(in_size - 1);
+            let l1 = (real - i0 as f32).clamp(0.0, 1.0);
+            let i1 = if i0 < in_size - 1 { i0 + 1 } else { i0 };
+            (i0, i1, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
+/// Bilinearly resamples the top-left `crop` region of an `[ih, iw]` plane, which is first
+/// (conceptually) upsampled to `[uh, uw]`, i.e. `interpolate(x, (uh, uw))[:crop_h, :crop_w]`.
+fn interpolate_cropped(src: &[f32], [ih, iw]: [usize; 2], [uh, uw]: [usize; 2], [ch, cw]: [usize; 2]) -> Vec<f32> {
+    let ty = linear_taps(ih, uh);
+    let tx = linear_taps(iw, uw);
+    let mut out = vec![0f32; ch * cw];
+    for (y, &(y0, y1, hl0, hl1)) in ty.iter().take(ch).enumerate() {
+        let r0 = &src[y0 * iw..(y0 + 1) * iw];
+        let r1 = &src[y1 * iw..(y1 + 1) * iw];
+        let row = &mut out[y * cw..(y + 1) * cw];
+        for (x, &(x0, x1, wl0, wl1)) in tx.iter().take(cw).enumerate() {
+            row[x] = hl0 * (wl0 * r0[x0] + wl1 * r0[x1]) + hl1 * (wl0 * r1[x0] + wl1 * r1[x1]);
+        }
+    }
+    out
+}
+
+/// The reference's `postprocess_masks` for one low-resolution logit plane: bilinear to
+/// `image_size²`, crop to the resized input, bilinear to the original size.
+///
+/// - low_res: `[lh, lw]` logits → `[H, W]` logits at the original size
+pub fn upscale_logits(
+    low_res: &[f32],
+    low_res_size: [usize; 2],
+    image_size: usize,
+    input_size: [usize; 2],
+    original_size: [usize; 2],
+) -> Vec<f32> {
+    let cropped = interpolate_cropped(low_res, low_res_size, [image_size, image_size], input_size);
+    interpolate_cropped(&cropped, input_size, original_size, original_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preprocess_shape_rounds_half_up() {
+        assert_eq!(preprocess_shape([117, 173], 1024), [693, 1024]); // 117·1024/173 = 692.53
+        assert_eq!(preprocess_shape([1024, 1024], 1024), [1024, 1024]);
+        assert_eq!(preprocess_shape([2, 1], 1024), [1024, 512]);
+        // 3·1024/8 = 384 exactly; 5·1024/8 = 640; 1·1024/8 = 128
+        assert_eq!(preprocess_shape([8, 3], 1024), [1024, 384]);
+        // 683·1024/2048 = 341.5 rounds up, not to even
+        assert_eq!(preprocess_shape([683, 2048], 1024), [342, 1024]);
+    }
+
+    #[test]
+    fn coords_scale_per_axis() {
+        let c = transform_coords(&[[10.0, 20.0]], [100, 200], [512, 1024]);
+        assert_eq!(c, vec![[51.2, 102.4]]);
+        assert_eq!(transform_box([0.0, 0.0, 200.0, 100.0], [100, 200], [512, 1024]), [0.0, 0.0, 1024.0, 512.0]);
+    }
+
+    #[test]
+    fn resize_keeps_a_constant_image_constant() {
+        let src = vec![77u8; 13 * 7 * 3];
+        for out in [[26, 14], [5, 3], [13, 7], [9, 20]] {
+            assert!(resize_rgb_bilinear(&src, [13, 7], out).iter().all(|&v| v == 77), "{out:?}");
+        }
+    }
+
+    #[test]
+    fn interpolation_is_identity_at_the_same_size_and_exact_at_2x() {
+        let src: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(interpolate_cropped(&src, [3, 4], [3, 4], [3, 4]), src);
+        // Upsampling ×2 with align_corners = false: out[1] = 0.75·in[0] + 0.25·in[1].
+        let up = interpolate_cropped(&[0.0, 4.0], [1, 2], [1, 4], [1, 4]);
+        assert_eq!(up, vec![0.0, 1.0, 3.0, 4.0]);
+    }
+}

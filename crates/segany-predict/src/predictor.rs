@@ -1,0 +1,329 @@
+//! The `Predictor`: an image embedding plus prompts → masks. The one predict path used by the CLI,
+//! the server, the wasm bindings and the tests.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use segany_model::{ImageEncoder, PIXEL_MEAN, PIXEL_STD, PointPrompt, SamConfig, SamDecoder, Variant};
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::{preprocess_shape, resize_rgb_bilinear, transform_box, transform_coords, upscale_logits};
+use crate::image_io::RgbImage;
+
+/// Side of the low-resolution logits (and of a mask prompt).
+pub const LOW_RES: usize = 256;
+
+/// What an embedding is valid with, and the geometry of the image it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingMeta {
+    /// `vit_b`, …, or `None` for an unreleased configuration.
+    pub variant: Option<String>,
+    pub encoder_digest: String,
+    /// `(h, w)` of the image after the longest-side resize.
+    pub input_size: [usize; 2],
+    /// `(h, w)` of the original image.
+    pub original_size: [usize; 2],
+}
+
+/// An image embedding `[1, C, 64, 64]` and its metadata.
+#[derive(Debug, Clone)]
+pub struct ImageEmbedding {
+    pub tensor: Tensor<4>,
+    pub meta: EmbeddingMeta,
+}
+
+impl ImageEmbedding {
+    /// The values, row-major `[1, C, 64, 64]`.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.tensor.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 embedding")
+    }
+
+    pub fn dims(&self) -> [usize; 4] {
+        self.tensor.dims()
+    }
+}
+
+/// A point in original-image pixels; `label` 1 = foreground, 0 = background.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub x: f64,
+    pub y: f64,
+    pub label: i32,
+}
+
+/// A prompt in original-image pixel coordinates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Prompt {
+    #[serde(default)]
+    pub points: Vec<Point>,
+    /// `(x0, y0, x1, y1)`.
+    #[serde(default, rename = "box")]
+    pub bbox: Option<[f64; 4]>,
+    /// Low-resolution logits `256 × 256` of a previous prediction, to refine it.
+    #[serde(default, skip_serializing)]
+    pub mask_input: Option<Vec<f32>>,
+    /// Three masks (whole, part, subpart) when true; the decoder's single mask otherwise.
+    #[serde(default = "default_true")]
+    pub multimask: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The predicted masks, best first is *not* implied: the order is the decoder's.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// `N × H × W` booleans (0/1) at the original size.
+    pub masks: Vec<u8>,
+    /// `[N]`
+    pub iou_predictions: Vec<f32>,
+    /// `N × 256 × 256` logits, reusable as `mask_input`.
+    pub low_res_logits: Vec<f32>,
+    pub num_masks: usize,
+    /// `(H, W)`
+    pub size: [usize; 2],
+}
+
+impl Prediction {
+    pub fn mask(&self, i: usize) -> &[u8] {
+        let n = self.size[0] * self.size[1];
+        &self.masks[i * n..(i + 1) * n]
+    }
+
+    pub fn low_res(&self, i: usize) -> &[f32] {
+        &self.low_res_logits[i * LOW_RES * LOW_RES..(i + 1) * LOW_RES * LOW_RES]
+    }
+
+    pub fn area(&self, i: usize) -> usize {
+        self.mask(i).iter().map(|&v| v as usize).sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredictError {
+    NoImage,
+    NoEncoder,
+    PointOutside { x: f64, y: f64, width: usize, height: usize },
+    BadLabel(i32),
+    BadBox([f64; 4]),
+    BadMaskInput(usize),
+    EmbeddingMismatch { reason: String },
+}
+
+impl std::fmt::Display for PredictError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoImage => write!(f, "no image is set: call set_image or set_embedding first"),
+            Self::NoEncoder => write!(f, "this model has no image encoder (decoder-only weights): give it an embedding"),
+            Self::PointOutside { x, y, width, height } => {
+                write!(f, "point ({x}, {y}) is outside the {width}×{height} image")
+            }
+            Self::BadLabel(l) => write!(f, "point label {l} is neither 1 (foreground) nor 0 (background)"),
+            Self::BadBox(b) => write!(f, "box {b:?} is not x0 ≤ x1, y0 ≤ y1 inside the image"),
+            Self::BadMaskInput(n) => write!(f, "mask input has {n} values, expected 256×256 = 65536"),
+            Self::EmbeddingMismatch { reason } => write!(f, "embedding does not fit this model: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for PredictError {}
+
+/// An embedding cache of one image plus the decoder.
+pub struct Predictor {
+    encoder: Option<ImageEncoder>,
+    decoder: SamDecoder,
+    config: SamConfig,
+    variant: Option<Variant>,
+    encoder_digest: String,
+    device: Device,
+    /// The positional encoding of the embedding grid depends only on the weights: computed once.
+    dense_pe: Tensor<4>,
+    embedding: Option<ImageEmbedding>,
+}
+
+impl Predictor {
+    pub fn new(
+        encoder: Option<ImageEncoder>,
+        decoder: SamDecoder,
+        config: SamConfig,
+        variant: Option<Variant>,
+        encoder_digest: String,
+        device: Device,
+    ) -> Self {
+        let dense_pe = decoder.prompt_encoder.dense_pe();
+        Self { encoder, decoder, config, variant, encoder_digest, device, dense_pe, embedding: None }
+    }
+
+    pub fn config(&self) -> &SamConfig {
+        &self.config
+    }
+
+    pub fn variant(&self) -> Option<Variant> {
+        self.variant
+    }
+
+    pub fn encoder_digest(&self) -> &str {
+        &self.encoder_digest
+    }
+
+    pub fn has_encoder(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    pub fn embedding(&self) -> Option<&ImageEmbedding> {
+        self.embedding.as_ref()
+    }
+
+    /// Resizes, normalises and pads an image to the encoder's input.
+    ///
+    /// # Shapes
+    /// - → `[1, 3, S, S]` with S = `image_size` (1024)
+    pub fn preprocess(&self, image: &RgbImage) -> (Tensor<4>, [usize; 2]) {
+        let s = self.config.image_size;
+        let [h, w] = preprocess_shape([image.height, image.width], s);
+        let resized = resize_rgb_bilinear(&image.data, [image.height, image.width], [h, w]);
+        let mut input = vec![0f32; 3 * s * s];
+        for c in 0..3 {
+            let plane = &mut input[c * s * s..(c + 1) * s * s];
+            for y in 0..h {
+                for x in 0..w {
+                    plane[y * s + x] = (resized[(y * w + x) * 3 + c] as f32 - PIXEL_MEAN[c]) / PIXEL_STD[c];
+                }
+            }
+        }
+        (Tensor::from_data(TensorData::new(input, [1, 3, s, s]), &self.device), [h, w])
+    }
+
+    /// Computes the image embedding (the heavy step) and keeps it for the following predictions.
+    pub fn set_image(&mut self, image: &RgbImage) -> Result<&ImageEmbedding, PredictError> {
+        let encoder = self.encoder.as_ref().ok_or(PredictError::NoEncoder)?;
+        let (input, input_size) = self.preprocess(image);
+        let tensor = encoder.forward(input);
+        self.embedding = Some(ImageEmbedding {
+            tensor,
+            meta: EmbeddingMeta {
+                variant: self.variant.map(|v| v.name().to_string()),
+                encoder_digest: self.encoder_digest.clone(),
+                input_size,
+                original_size: [image.height, image.width],
+            },
+        });
+        Ok(self.embedding.as_ref().expect("just set"))
+    }
+
+    /// Uses an embedding computed elsewhere (the server, another process, WebGPU). It must come from
+    /// the same encoder weights.
+    pub fn set_embedding(&mut self, values: Vec<f32>, meta: EmbeddingMeta) -> Result<(), PredictError> {
+        let c = self.config.prompt_embed_dim;
+        let e = self.config.embedding_size();
+        if meta.encoder_digest != self.encoder_digest {
+            return Err(PredictError::EmbeddingMismatch {
+                reason: format!(
+                    "it was made by encoder weights {} but this model's are {}",
+                    short(&meta.encoder_digest),
+                    short(&self.encoder_digest)
+                ),
+            });
+        }
+        if values.len() != c * e * e {
+            return Err(PredictError::EmbeddingMismatch {
+                reason: format!("{} values, expected 1×{c}×{e}×{e}", values.len()),
+            });
+        }
+        let [oh, ow] = meta.original_size;
+        if oh == 0 || ow == 0 || meta.input_size != preprocess_shape(meta.original_size, self.config.image_size) {
+            return Err(PredictError::EmbeddingMismatch {
+                reason: format!("input size {:?} does not follow from original size {:?}", meta.input_size, meta.original_size),
+            });
+        }
+        let tensor = Tensor::from_data(TensorData::new(values, [1, c, e, e]), &self.device);
+        self.embedding = Some(ImageEmbedding { tensor, meta });
+        Ok(())
+    }
+
+    /// Checks a prompt against the current image.
+    fn validate(&self, prompt: &Prompt, [h, w]: [usize; 2]) -> Result<(), PredictError> {
+        let inside = |x: f64, y: f64| x.is_finite() && y.is_finite() && (0.0..=w as f64).contains(&x) && (0.0..=h as f64).contains(&y);
+        for p in &prompt.points {
+            if !inside(p.x, p.y) {
+                return Err(PredictError::PointOutside { x: p.x, y: p.y, width: w, height: h });
+            }
+            if p.label != 0 && p.label != 1 {
+                return Err(PredictError::BadLabel(p.label));
+            }
+        }
+        if let Some(b) = prompt.bbox
+            && !(inside(b[0], b[1]) && inside(b[2], b[3]) && b[0] <= b[2] && b[1] <= b[3])
+        {
+            return Err(PredictError::BadBox(b));
+        }
+        if let Some(m) = &prompt.mask_input
+            && m.len() != LOW_RES * LOW_RES
+        {
+            return Err(PredictError::BadMaskInput(m.len()));
+        }
+        Ok(())
+    }
+
+    /// Predicts masks for a prompt on the current image.
+    pub fn predict(&self, prompt: &Prompt) -> Result<Prediction, PredictError> {
+        let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
+        let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
+        self.validate(prompt, original_size)?;
+        let dev = &self.device;
+
+        let points = (!prompt.points.is_empty()).then(|| {
+            let n = prompt.points.len();
+            let coords: Vec<[f64; 2]> = prompt.points.iter().map(|p| [p.x, p.y]).collect();
+            let coords: Vec<f32> =
+                transform_coords(&coords, original_size, input_size).into_iter().flatten().map(|v| v as f32).collect();
+            let labels: Vec<f32> = prompt.points.iter().map(|p| p.label as f32).collect();
+            PointPrompt {
+                coords: Tensor::from_data(TensorData::new(coords, [1, n, 2]), dev),
+                labels: Tensor::from_data(TensorData::new(labels, [1, n]), dev),
+            }
+        });
+        let boxes = prompt.bbox.map(|b| {
+            let b: Vec<f32> = transform_box(b, original_size, input_size).iter().map(|&v| v as f32).collect();
+            Tensor::from_data(TensorData::new(b, [1, 4]), dev)
+        });
+        let masks = prompt
+            .mask_input
+            .as_ref()
+            .map(|m| Tensor::from_data(TensorData::new(m.clone(), [1, 1, LOW_RES, LOW_RES]), dev));
+
+        let (sparse, dense) = self.decoder.prompt_encoder.forward(points, boxes, masks);
+        let out = self.decoder.mask_decoder.forward(emb.tensor.clone(), self.dense_pe.clone(), sparse, dense);
+        let (low_res, iou) = out.select(prompt.multimask);
+        let [_, n, lh, lw] = low_res.dims();
+        let low_res_logits: Vec<f32> = low_res.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
+        let iou_predictions: Vec<f32> = iou.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 iou");
+
+        let [oh, ow] = original_size;
+        let mut masks = Vec::with_capacity(n * oh * ow);
+        for i in 0..n {
+            let plane = &low_res_logits[i * lh * lw..(i + 1) * lh * lw];
+            let logits = upscale_logits(plane, [lh, lw], self.config.image_size, input_size, original_size);
+            masks.extend(logits.iter().map(|&v| (v > 0.0) as u8));
+        }
+        Ok(Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size })
+    }
+
+    /// Full-resolution logits of mask `i` of a prediction (what thresholding at 0 turns into the mask).
+    pub fn upscaled_logits(&self, prediction: &Prediction, i: usize) -> Vec<f32> {
+        let meta = &self.embedding.as_ref().expect("a prediction implies an image").meta;
+        upscale_logits(prediction.low_res(i), [LOW_RES, LOW_RES], self.config.image_size, meta.input_size, meta.original_size)
+    }
+
+    /// The decoder, for callers that batch prompts themselves (automatic mask generation).
+    pub fn decoder(&self) -> &SamDecoder {
+        &self.decoder
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}

@@ -1,0 +1,113 @@
+//! Strict checkpoint loading: every key used, every parameter set, every shape checked — and
+//! errors that name the key as the official checkpoint spells it.
+
+mod common;
+
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::tensor::Device;
+use common::*;
+use segany_model::SamConfig;
+use segany_weights::{Contents, TensorMap, WeightsError, from_official_tensors, load_file, read_pytorch, save_burnpack};
+
+fn tiny_tensors() -> (TensorMap, SamConfig) {
+    (read_pytorch(&tiny().join("checkpoint.pth")).unwrap(), fixture_config(&tiny()))
+}
+
+fn load(map: TensorMap, config: &SamConfig) -> Result<(), WeightsError> {
+    from_official_tensors(map, Some(config), None, &Device::flex()).map(|_| ())
+}
+
+#[test]
+fn the_official_layout_loads_completely() {
+    let (map, config) = tiny_tensors();
+    assert_eq!(map.len(), 188);
+    load(map, &config).unwrap();
+}
+
+#[test]
+fn a_missing_key_is_named() {
+    for key in [
+        "image_encoder.blocks.1.attn.rel_pos_w",
+        "image_encoder.neck.3.bias",
+        "prompt_encoder.no_mask_embed.weight",
+        "prompt_encoder.mask_downscaling.4.weight",
+        "mask_decoder.transformer.layers.0.norm1.weight",
+        "mask_decoder.output_hypernetworks_mlps.2.layers.1.bias",
+    ] {
+        let (mut map, config) = tiny_tensors();
+        map.remove(key).unwrap();
+        let err = load(map, &config).unwrap_err();
+        assert_eq!(err, WeightsError::MissingKey { key: key.into(), unexpected: None });
+        assert!(err.to_string().contains(key));
+    }
+}
+
+#[test]
+fn a_renamed_key_names_both_spellings() {
+    let (mut map, config) = tiny_tensors();
+    let mut t = map.remove("image_encoder.pos_embed").unwrap();
+    t.name = "image_encoder.position_embedding".into();
+    map.insert(t.name.clone(), t);
+    let msg = load(map, &config).unwrap_err().to_string();
+    assert!(msg.contains("'image_encoder.pos_embed'") && msg.contains("'image_encoder.position_embedding'"), "{msg}");
+}
+
+#[test]
+fn an_extra_key_is_named() {
+    let (mut map, config) = tiny_tensors();
+    let mut t = map.get("mask_decoder.iou_token.weight").unwrap().clone();
+    t.name = "mask_decoder.extra_token.weight".into();
+    map.insert(t.name.clone(), t);
+    assert_eq!(load(map, &config).unwrap_err(), WeightsError::UnexpectedKey { key: "mask_decoder.extra_token.weight".into() });
+}
+
+#[test]
+fn a_wrong_shape_is_named_with_both_shapes() {
+    let (mut map, config) = tiny_tensors();
+    let key = "image_encoder.blocks.0.attn.rel_pos_h"; // [27, 16]
+    let t = map.remove(key).unwrap();
+    let bytes = t.to_bytes().unwrap();
+    let half = burn::tensor::Bytes::from_bytes_vec(bytes[..bytes.len() / 2].to_vec());
+    map.insert(key.into(), PackTensor::new(key.into(), t.dtype, [27, 8], None, half));
+    let err = load(map, &config).unwrap_err();
+    assert!(matches!(&err, WeightsError::ShapeMismatch { key: k, .. } if k == key), "{err:?}");
+    assert!(err.to_string().contains(key));
+}
+
+#[test]
+fn the_variant_is_detected_only_for_released_sizes() {
+    let (map, _) = tiny_tensors();
+    let err = from_official_tensors(map, None, None, &Device::flex()).err().unwrap();
+    assert!(matches!(err, WeightsError::UnknownVariant { .. }), "{err:?}");
+}
+
+#[test]
+fn burnpack_conversion_round_trips_in_f32_and_f16() {
+    let config = fixture_config(&tiny());
+    let dev = Device::flex();
+    let original = load_file(&tiny().join("checkpoint.pth"), Some(&config), None, &dev).unwrap();
+    let dir = std::env::temp_dir().join(format!("segany-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = segany_predict::decode_image(&std::fs::read(tiny().join("image.png")).unwrap()).unwrap();
+    let embed = |m: segany_weights::LoadedModel| {
+        let mut p = segany_predict::Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, Device::flex());
+        p.set_image(&img).unwrap().to_vec()
+    };
+    let reference = npy::<f32>(&tiny().join("image_embedding.npy")).0;
+    for (half, rtol) in [(false, 1e-4), (true, 2e-2)] {
+        let path = dir.join(format!("full-{half}.bpk"));
+        save_burnpack(&original, Contents::Full, half, &path).unwrap();
+        let loaded = load_file(&path, None, None, &dev).unwrap();
+        assert_eq!(loaded.config, config);
+        assert_eq!(loaded.encoder_digest, original.encoder_digest, "the digest names the source weights");
+        assert_close(&format!("embedding after burnpack (f16: {half})"), &embed(loaded), &reference, rtol);
+
+        let path = dir.join(format!("decoder-{half}.bpk"));
+        save_burnpack(&original, Contents::DecoderOnly, half, &path).unwrap();
+        let decoder = load_file(&path, None, None, &dev).unwrap();
+        assert!(decoder.encoder.is_none());
+        assert_eq!(decoder.encoder_digest, original.encoder_digest);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < std::fs::metadata(dir.join(format!("full-{half}.bpk"))).unwrap().len());
+    }
+}
