@@ -142,6 +142,9 @@ impl Block {
     }
 }
 
+/// Elements of attention scores computed at once (64 M = 256 MB of f32).
+const SCORE_BUDGET: usize = 64 << 20;
+
 /// Multi-head attention with decomposed relative position bias (`rel_pos_h`, `rel_pos_w`).
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -179,12 +182,33 @@ impl Attention {
         let k = qkv.clone().slice([1..2]).reshape([b * heads, n, hd]);
         let v = qkv.slice([2..3]).reshape([b * heads, n, hd]);
 
-        let scale = (hd as f64).powf(-0.5);
-        let attn = q.clone().mul_scalar(scale).matmul(k.swap_dims(1, 2));
-        let attn = self.add_decomposed_rel_pos(attn, q, [h, w]);
-        let out = softmax(attn, 2).matmul(v);
+        // Global blocks would hold a [B·heads, 4096, 4096] score tensor (0.8 GB for vit_b, 1 GB for
+        // vit_h) several times over; a few heads at a time keep the peak near SCORE_BUDGET.
+        let per_item = n * n;
+        let chunk = (SCORE_BUDGET / per_item).clamp(1, b * heads);
+        let outs: Vec<Tensor<3>> = (0..b * heads)
+            .step_by(chunk)
+            .map(|start| {
+                let end = (start + chunk).min(b * heads);
+                let pick = |t: &Tensor<3>| t.clone().slice([start..end, 0..n, 0..hd]);
+                self.attend(pick(&q), pick(&k), pick(&v), [h, w])
+            })
+            .collect();
+        let out = if outs.len() == 1 { outs.into_iter().next().unwrap() } else { Tensor::cat(outs, 0) };
         let out = out.reshape([b, heads, h, w, hd]).permute([0, 2, 3, 1, 4]).reshape([b, h, w, c]);
         self.proj.forward(out)
+    }
+
+    /// Attention of one group of heads.
+    ///
+    /// # Shapes
+    /// - q, k, v: `[B', N, hd]` → `[B', N, hd]`
+    fn attend(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, size: [usize; 2]) -> Tensor<3> {
+        let [_, _, hd] = q.dims();
+        let scale = (hd as f64).powf(-0.5);
+        let attn = q.clone().mul_scalar(scale).matmul(k.swap_dims(1, 2));
+        let attn = self.add_decomposed_rel_pos(attn, q, size);
+        softmax(attn, 2).matmul(v)
     }
 
     /// Adds `rel_h[q, kh(k)] + rel_w[q, kw(k)]` to the attention logits, where

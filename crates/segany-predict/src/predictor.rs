@@ -50,7 +50,7 @@ pub struct Point {
 }
 
 /// A prompt in original-image pixel coordinates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prompt {
     #[serde(default)]
     pub points: Vec<Point>,
@@ -67,6 +67,13 @@ pub struct Prompt {
 
 fn default_true() -> bool {
     true
+}
+
+impl Default for Prompt {
+    /// No prompt yet, three masks.
+    fn default() -> Self {
+        Self { points: Vec::new(), bbox: None, mask_input: None, multimask: true }
+    }
 }
 
 /// The predicted masks, best first is *not* implied: the order is the decoder's.
