@@ -22,9 +22,7 @@ fn time<const D: usize>(name: &str, f: impl Fn() -> Tensor<D>) {
 
 fn main() {
     let dev = Device::flex();
-    let cfg = match Variant::VitB.config().encoder {
-        segany_model::EncoderConfig::Vit(v) => v,
-    };
+    let segany_model::EncoderConfig::Vit(cfg) = Variant::VitB.config().encoder else { unreachable!() };
     let vit = ImageEncoderViT::new(&cfg, &dev);
     let x = Tensor::<4>::random([1, 64, 64, 768], Distribution::Normal(0.0, 1.0), &dev);
     let blk_w = &vit.blocks[0];

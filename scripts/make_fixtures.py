@@ -12,6 +12,14 @@ Usage::
 
     python scripts/make_fixtures.py --config tiny  --out tests/fixtures/tiny
     python scripts/make_fixtures.py --config vit_b --out fixtures-large/vit_b
+    python scripts/make_fixtures.py --config tiny_vit_t --out tests/fixtures/tiny_vit_t
+    python scripts/make_fixtures.py --config vit_t --out fixtures-large/vit_t
+
+``tiny_vit_t`` / ``vit_t`` are MobileSAM (``mobile_sam``, TinyViT encoder):
+``vit_t`` is exactly ``build_sam_vit_t``; ``tiny_vit_t`` is the same classes
+shrunk (see ``build_tiny_vit_t``) with the ``tiny`` decoder, and writes only
+image.png, no dense_pe / logits / per-stage decoder tensors. Both also write
+``<stem>_encoder_stages.json`` (TinyViT intermediate-tensor summaries).
 
 Run it with the reference venv (``scripts/setup_reference_venv.sh``).
 
@@ -40,6 +48,7 @@ Output layout (``<stem>`` is ``image``, ``image_large`` ...)::
     case_<name>_decoder_all_iou.npy   f32 [1, 4]            (tiny; one_point, box_point)
     case_one_point_decoder_all_masks.npy f32 [1, 4, 256, 256] (tiny)
     case_mask_input_mask_input.npy f32 [1, 256, 256]
+    <stem>_encoder_stages.json   (tiny_vit_t, vit_t) TinyViT stage summaries
 
 Shapes: ``N`` = 3 for multimask cases, 1 otherwise; ``H, W`` = original image
 size; ``C`` = prompt embedding dim; ``n`` = number of sparse tokens (points,
@@ -55,6 +64,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -75,6 +85,25 @@ from segment_anything.modeling import (
 )
 from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.utils.transforms import ResizeLongestSide
+
+# MobileSAM (``mobilesam-mirror``). Importing it emits timm deprecation warnings
+# and re-registers timm's ``tiny_vit_*`` model names; both are harmless here.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import mobile_sam
+    from mobile_sam import SamPredictor as MobileSamPredictor
+    from mobile_sam import build_sam_vit_t
+    from mobile_sam.modeling import MaskDecoder as MobileMaskDecoder
+    from mobile_sam.modeling import PromptEncoder as MobilePromptEncoder
+    from mobile_sam.modeling import Sam as MobileSam
+    from mobile_sam.modeling import TinyViT
+    from mobile_sam.modeling import TwoWayTransformer as MobileTwoWayTransformer
+    from mobile_sam.modeling.common import LayerNorm2d as MobileLayerNorm2d
+    from mobile_sam.modeling.tiny_vit_sam import Attention as TinyViTAttention
+    from mobile_sam.modeling.tiny_vit_sam import LayerNorm2d as TinyViTLayerNorm2d
+    from mobile_sam.utils.transforms import ResizeLongestSide as MobileResizeLongestSide
+
+LAYER_NORM_2D_TYPES = (LayerNorm2d, MobileLayerNorm2d, TinyViTLayerNorm2d)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pil_resize_ref  # noqa: E402
@@ -239,6 +268,245 @@ def build_vit_b() -> tuple[Sam, dict[str, Any]]:
     )
 
 
+# --------------------------------------------------------------------------
+# MobileSAM (TinyViT image encoder)
+# --------------------------------------------------------------------------
+
+# ``build_sam_vit_t``'s TinyViT numbers.
+VIT_T_ENCODER = dict(
+    embed_dims=[64, 128, 160, 320],
+    depths=[2, 2, 6, 2],
+    num_heads=[2, 4, 5, 10],
+    window_sizes=[7, 7, 14, 7],
+    mlp_ratio=4.0,
+    mbconv_expand_ratio=4.0,
+    local_conv_size=3,
+    num_classes=1000,
+)
+
+
+def official_merging_stride(out_dim: int) -> int:
+    """``tiny_vit_sam.PatchMerging``: the depthwise conv2 has stride 1 iff
+    ``out_dim`` is 320, 448 or 576 (the last stage of the 5m/11m/21m models),
+    i.e. the rule keys on the channel count, not on the stage index."""
+    return 1 if out_dim in (320, 448, 576) else 2
+
+
+def tinyvit_geometry(img_size: int, embed_dims: list[int], window_sizes: list[int]) -> dict[str, Any]:
+    """Resolutions as ``TinyViT.__init__`` computes them (SAM variant).
+
+    Stem: two stride-2 3x3 convs -> img/4. Layer i's ``input_resolution`` is
+    (img/4) // 2**i for i < 3 and (img/4) // 2**2 for i == 3 (the last
+    PatchMerging keeps the resolution), so 1024 -> 256, 128, 64, 64.
+    """
+    p = img_size // 4
+    res = [p // (2 ** (i - 1 if i == 3 else i)) for i in range(len(embed_dims))]
+    pads, windows = [], []
+    for i, r in enumerate(res):
+        ws = window_sizes[i]
+        pad = (ws - r % ws) % ws
+        pads.append(pad if i > 0 else None)
+        windows.append((r + pad) // ws if i > 0 else None)
+    return {
+        "patches_resolution": p,
+        "layer_input_resolution": res,
+        "window_pad": pads,  # bottom/right zero padding per BasicLayer (None: ConvLayer)
+        "windows_per_side": windows,
+    }
+
+
+def _build_mobile_sam(
+    *,
+    name: str,
+    embed_dims: list[int],
+    depths: list[int],
+    num_heads: list[int],
+    window_sizes: list[int],
+    prompt_embed_dim: int,
+    mask_in_chans: int,
+    decoder_depth: int,
+    decoder_mlp_dim: int,
+    decoder_num_heads: int,
+    iou_head_depth: int,
+    iou_head_hidden_dim: int,
+    num_multimask_outputs: int = 3,
+    img_size: int = 1024,
+    mlp_ratio: float = 4.0,
+    mbconv_expand_ratio: float = 4.0,
+    local_conv_size: int = 3,
+    num_classes: int = 1000,
+    layer_lr_decay: float = 0.8,
+    official: bool = False,
+) -> tuple[MobileSam, dict[str, Any]]:
+    """Build a MobileSAM like ``mobile_sam.build_sam_vit_t``.
+
+    ``official=True`` calls ``build_sam_vit_t()`` itself (the numbers must then
+    be VIT_T_ENCODER / 256). Otherwise the same classes are instantiated with
+    the given numbers, plus two patches the official code needs for sizes it
+    hard-codes:
+
+    * ``TinyViT.neck`` is hard-coded to 256 channels; it is rebuilt with the
+      identical structure (Conv1x1 no bias, LayerNorm2d, Conv3x3 pad 1 no bias,
+      LayerNorm2d -- same class, eps 1e-6) with ``prompt_embed_dim`` channels.
+    * ``PatchMerging`` uses stride 1 only for out_dim in {320, 448, 576}; the
+      SAM variant needs stride 1 in the *last* merging (64x64 output, which
+      ``forward_features`` hard-codes), so conv2's stride is set per stage.
+    """
+    assert img_size == 1024, "TinyViT.forward_features hard-codes a 64x64 output"
+    image_embedding_size = img_size // 16
+    strides = [2] * (len(embed_dims) - 2) + [1]  # merging after layer 0, 1, 2
+    official_strides = [official_merging_stride(embed_dims[i + 1]) for i in range(len(embed_dims) - 1)]
+    if official:
+        assert (embed_dims, depths, num_heads, window_sizes) == (
+            VIT_T_ENCODER["embed_dims"], VIT_T_ENCODER["depths"],
+            VIT_T_ENCODER["num_heads"], VIT_T_ENCODER["window_sizes"])
+        assert prompt_embed_dim == 256 and (decoder_mlp_dim, decoder_num_heads, iou_head_hidden_dim) == (2048, 8, 256)
+        assert (mlp_ratio, mbconv_expand_ratio, local_conv_size, num_classes) == (4.0, 4.0, 3, 1000)
+        sam = build_sam_vit_t()
+    else:
+        encoder = TinyViT(
+            img_size=img_size,
+            in_chans=3,
+            num_classes=num_classes,
+            embed_dims=list(embed_dims),
+            depths=list(depths),
+            num_heads=list(num_heads),
+            window_sizes=list(window_sizes),
+            mlp_ratio=mlp_ratio,
+            drop_rate=0.0,
+            drop_path_rate=0.0,
+            use_checkpoint=False,
+            mbconv_expand_ratio=mbconv_expand_ratio,
+            local_conv_size=local_conv_size,
+            layer_lr_decay=layer_lr_decay,
+        )
+        if prompt_embed_dim != 256:
+            c = prompt_embed_dim
+            encoder.neck = nn.Sequential(
+                nn.Conv2d(embed_dims[-1], c, kernel_size=1, bias=False),
+                TinyViTLayerNorm2d(c),
+                nn.Conv2d(c, c, kernel_size=3, padding=1, bias=False),
+                TinyViTLayerNorm2d(c),
+            )
+        sam = MobileSam(
+            image_encoder=encoder,
+            prompt_encoder=MobilePromptEncoder(
+                embed_dim=prompt_embed_dim,
+                image_embedding_size=(image_embedding_size, image_embedding_size),
+                input_image_size=(img_size, img_size),
+                mask_in_chans=mask_in_chans,
+            ),
+            mask_decoder=MobileMaskDecoder(
+                num_multimask_outputs=num_multimask_outputs,
+                transformer=MobileTwoWayTransformer(
+                    depth=decoder_depth,
+                    embedding_dim=prompt_embed_dim,
+                    mlp_dim=decoder_mlp_dim,
+                    num_heads=decoder_num_heads,
+                ),
+                transformer_dim=prompt_embed_dim,
+                iou_head_depth=iou_head_depth,
+                iou_head_hidden_dim=iou_head_hidden_dim,
+            ),
+            pixel_mean=PIXEL_MEAN,
+            pixel_std=PIXEL_STD,
+        )
+    enc = sam.image_encoder
+    for i, s_ in enumerate(strides):
+        conv = enc.layers[i].downsample.conv2.c
+        if conv.stride != (s_, s_):
+            conv.stride = (s_, s_)
+    assert enc.layers[-1].downsample is None
+    assert [enc.layers[i].downsample.conv2.c.stride[0] for i in range(len(strides))] == strides
+    sam.eval()
+    geom = tinyvit_geometry(img_size, embed_dims, window_sizes)
+    config = {
+        "name": name,
+        "encoder": {
+            "type": "tiny_vit",
+            "img_size": img_size,
+            "in_chans": 3,
+            "embed_dims": list(embed_dims),
+            "depths": list(depths),
+            "num_heads": list(num_heads),
+            "window_sizes": list(window_sizes),
+            "mlp_ratio": mlp_ratio,
+            "mbconv_expand_ratio": mbconv_expand_ratio,
+            "local_conv_size": local_conv_size,
+            "attn_ratio": 1,
+            "num_classes": num_classes,  # size of the unused classifier head (norm_head/head)
+            "out_chans": prompt_embed_dim,
+            "patch_merging_strides": strides,
+            "official_rule_patch_merging_strides": official_strides,
+            "neck_patched": (not official) and prompt_embed_dim != 256,
+            **geom,
+            "batch_norm_eps": 1e-5,
+            "layer_norm_eps": 1e-5,  # attn.norm, mlp.norm (nn.LayerNorm default)
+            "neck_layer_norm2d_eps": 1e-6,
+            "gelu": "exact (erf)",
+        },
+        "prompt_embed_dim": prompt_embed_dim,
+        "mask_in_chans": mask_in_chans,
+        "image_embedding_size": [image_embedding_size, image_embedding_size],
+        "input_image_size": [img_size, img_size],
+        "decoder": {
+            "transformer_dim": prompt_embed_dim,
+            "transformer_depth": decoder_depth,
+            "transformer_mlp_dim": decoder_mlp_dim,
+            "transformer_num_heads": decoder_num_heads,
+            "attention_downsample_rate": 2,
+            "layer_norm_eps": 1e-5,
+            "layer_norm2d_eps": 1e-6,
+            "iou_head_depth": iou_head_depth,
+            "iou_head_hidden_dim": iou_head_hidden_dim,
+            "num_multimask_outputs": num_multimask_outputs,
+        },
+        "pixel_mean": PIXEL_MEAN,
+        "pixel_std": PIXEL_STD,
+        "mask_threshold": float(MobileSam.mask_threshold),
+    }
+    return sam, config
+
+
+def build_tiny_vit_t() -> tuple[MobileSam, dict[str, Any]]:
+    """Shrunk MobileSAM: TinyViT dims [8, 16, 24, 32], depths [2, 2, 1, 1]
+    (two blocks in the MBConv stage and the first attention stage, so block
+    chaining is covered), heads [1, 2, 3, 4] (head dim 8), windows
+    [7, 7, 14, 7] (vit_t's); neck/prompt dim 24 and the ``tiny`` decoder
+    (depth 2, mlp 48, 2 heads, iou hidden 32, mask_in_chans 16). The unused
+    classifier head keeps num_classes=1000 as in build_sam_vit_t."""
+    return _build_mobile_sam(
+        name="tiny_vit_t",
+        embed_dims=[8, 16, 24, 32],
+        depths=[2, 2, 1, 1],
+        num_heads=[1, 2, 3, 4],
+        window_sizes=[7, 7, 14, 7],
+        prompt_embed_dim=24,
+        mask_in_chans=16,
+        decoder_depth=2,
+        decoder_mlp_dim=48,
+        decoder_num_heads=2,
+        iou_head_depth=3,
+        iou_head_hidden_dim=32,
+    )
+
+
+def build_vit_t() -> tuple[MobileSam, dict[str, Any]]:
+    """Exactly ``mobile_sam.build_sam_vit_t()`` (no checkpoint)."""
+    return _build_mobile_sam(
+        name="vit_t",
+        prompt_embed_dim=256,
+        mask_in_chans=16,
+        decoder_depth=2,
+        decoder_mlp_dim=2048,
+        decoder_num_heads=8,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+        official=True,
+        **{k: v for k, v in VIT_T_ENCODER.items()},
+    )
+
+
 @dataclass
 class FixtureSpec:
     """What to generate for one config, besides the model itself."""
@@ -250,6 +518,9 @@ class FixtureSpec:
     save_logits: bool = False  # upscaled logits at original size
     embed_images: Optional[list[str]] = None  # images to embed; None = all
     preprocess_only_images: list[str] = field(default_factory=list)
+    mobile: bool = False  # MobileSAM: mobile_sam's SamPredictor / transforms
+    save_dense_pe: bool = True
+    encoder_stage_stats: bool = False  # <stem>_encoder_stages.json (TinyViT)
 
 
 # --------------------------------------------------------------------------
@@ -318,6 +589,12 @@ def tiny_images(out: Path, seed: int) -> list[str]:
     return ["image.png", "image_large.png", "image_tall.png"]
 
 
+def tiny_vit_t_images(out: Path, seed: int) -> list[str]:
+    """Only ``tiny``'s 173x117 image (identical bytes for the same seed)."""
+    save_png(out / "image.png", synth_image(173, 117, seed))
+    return ["image.png"]
+
+
 def vit_b_images(out: Path, seed: int) -> list[str]:
     """A real photo centre-cropped to 1283:851 and resized to 1283x851 (LANCZOS)."""
     del seed
@@ -338,7 +615,7 @@ def vit_b_images(out: Path, seed: int) -> list[str]:
     left, top = (w - cw) // 2, (h - ch) // 2
     im = im.crop((left, top, left + cw, top + ch)).resize((tw, th), Image.LANCZOS)
     save_png(out / "image.png", np.array(im))
-    print(f"  vit_b image from {src.name}: crop {cw}x{ch}+{left}+{top} -> {tw}x{th}")
+    print(f"  image from {src.name}: crop {cw}x{ch}+{left}+{top} -> {tw}x{th}")
     return ["image.png"]
 
 
@@ -358,6 +635,14 @@ def randomize_(sam: Sam) -> list[str]:
     * Embedding weights ~ N(0, 1).
     * ``pos_embed``, ``rel_pos_h``, ``rel_pos_w`` ~ N(0, 0.5).
     * ``pe_layer.positional_encoding_gaussian_matrix`` (buffer) ~ N(0, 1).
+    * BatchNorm2d (TinyViT's Conv2d_BN): weight ~ U(0.5, 1.5), bias ~ N(0, 0.1),
+      running_mean ~ N(0, 0.1), running_var ~ U(0.5, 1.5); ``num_batches_tracked``
+      is left as constructed.
+    * TinyViT ``attention_biases`` ~ N(0, 0.5); the integer
+      ``attention_bias_idxs`` buffer (geometry, not persistent) is left alone.
+
+    Modules of the ViT SAM draw in the same order as before MobileSAM support
+    was added, so ``tiny`` / ``vit_b`` fixtures are unchanged.
 
     Returns the state-dict keys that were randomised (in draw order).
     """
@@ -381,16 +666,25 @@ def randomize_(sam: Sam) -> list[str]:
             m.weight.normal_(0.0, 1.0 / math.sqrt(fan_in))
             done.append(f"{name}.weight")
             bias_(name, m.bias)
-        elif isinstance(m, (nn.LayerNorm, LayerNorm2d)):
+        elif isinstance(m, (nn.LayerNorm,) + LAYER_NORM_2D_TYPES):
             m.weight.uniform_(0.5, 1.5)
             done.append(f"{name}.weight")
             bias_(name, m.bias)
         elif isinstance(m, nn.Embedding):
             m.weight.normal_(0.0, 1.0)
             done.append(f"{name}.weight")
+        elif isinstance(m, nn.BatchNorm2d):
+            assert m.affine and m.track_running_stats
+            m.weight.uniform_(0.5, 1.5)
+            done.append(f"{name}.weight")
+            bias_(name, m.bias)
+            m.running_mean.normal_(0.0, 0.1)
+            done.append(f"{name}.running_mean")
+            m.running_var.uniform_(0.5, 1.5)
+            done.append(f"{name}.running_var")
     for name, p in sam.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("pos_embed", "rel_pos_h", "rel_pos_w"):
+        if leaf in ("pos_embed", "rel_pos_h", "rel_pos_w", "attention_biases"):
             p.normal_(0.0, 0.5)
             done.append(name)
     for name, b in sam.named_buffers():
@@ -400,13 +694,42 @@ def randomize_(sam: Sam) -> list[str]:
     return done
 
 
+KEEP_AS_CONSTRUCTED = ("num_batches_tracked",)  # integer state-dict buffers
+
+
 def check_randomized(sam: Sam, before: dict[str, torch.Tensor], done: list[str]) -> None:
-    """Assert every state-dict tensor was randomised and differs from its init."""
+    """Assert every float state-dict tensor was randomised and differs from its
+    init; integer buffers (``num_batches_tracked``) must be untouched.
+
+    Also checks the non-persistent TinyViT buffers: ``attention_bias_idxs``
+    must be the constructed geometry table (idx[p, q] = |dy| * ws + |dx|) and
+    the eval-mode cache ``ab`` must equal ``attention_biases[:, idxs]`` (it is
+    only refreshed by ``.eval()``, so the caller must re-run it after
+    randomising or loading).
+    """
     sd = sam.state_dict()
-    missing = sorted(set(sd) - set(done))
+    keep = sorted(k for k in sd if k.rsplit(".", 1)[-1] in KEEP_AS_CONSTRUCTED)
+    for k in keep:
+        assert not sd[k].is_floating_point() and torch.equal(sd[k], before[k]), k
+    missing = sorted(set(sd) - set(done) - set(keep))
     assert not missing, f"state-dict entries not randomised: {missing}"
     assert len(done) == len(set(done)), "some tensor was randomised twice"
+    assert not set(done) & set(keep)
+    for name, m in sam.named_modules():
+        if isinstance(m, TinyViTAttention):
+            ws = int(round(math.sqrt(m.attention_bias_idxs.shape[0])))
+            yy, xx = torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")
+            yy, xx = yy.reshape(-1), xx.reshape(-1)
+            want = (yy[:, None] - yy[None]).abs() * ws + (xx[:, None] - xx[None]).abs()
+            assert torch.equal(m.attention_bias_idxs, want), name
+            assert m.attention_biases.shape[1] == ws * ws, name
+            assert f"{name}.attention_bias_idxs" not in sd and f"{name}.ab" not in sd
+            assert torch.equal(m.ab, m.attention_biases[:, m.attention_bias_idxs]), \
+                f"{name}.ab is stale: call .eval() after changing attention_biases"
     for k, v in sd.items():
+        if k in keep:
+            continue
+        assert v.is_floating_point(), k
         assert torch.isfinite(v).all(), k
         assert not torch.all(v == 0), f"{k} is all zeros"
         assert not torch.all(v == 1), f"{k} is all ones"
@@ -573,6 +896,64 @@ def input_stats(sam: Sam, resized: np.ndarray) -> dict[str, Any]:
     }
 
 
+class EncoderStageStats:
+    """Forward hooks summarising TinyViT's intermediate tensors during set_image.
+
+    The full tensors are too large to commit (e.g. the stem output is
+    [1, C0, 256, 256]), so each stage records its shape, sums, moments,
+    per-channel sums and values at fixed flat (row-major) indices. Stages:
+    ``patch_embed`` [B, C0, 256, 256]; ``layers.0.blocks.j`` (MBConv, NCHW);
+    ``layers.i.downsample`` (PatchMerging, [B, N, C] tokens, row-major over
+    H x W); ``layers.i.blocks.j`` (TinyViTBlock, [B, N, C]); ``neck``
+    [B, out_chans, 64, 64] (= the image embedding).
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        self.stages: list[dict[str, Any]] = []
+        self.enabled = False
+        mods = [("patch_embed", encoder.patch_embed)]
+        for i, layer in enumerate(encoder.layers):
+            mods += [(f"layers.{i}.blocks.{j}", b) for j, b in enumerate(layer.blocks)]
+            if layer.downsample is not None:
+                mods.append((f"layers.{i}.downsample", layer.downsample))
+        mods.append(("neck", encoder.neck))
+        self._handles = [m.register_forward_hook(self._hook(n)) for n, m in mods]
+
+    def _hook(self, name: str):
+        def hook(_m, _inp, out) -> None:
+            if self.enabled:
+                self.stages.append(self.summary(name, out))
+
+        return hook
+
+    @staticmethod
+    def summary(name: str, t: torch.Tensor) -> dict[str, Any]:
+        a = t.detach().double().contiguous()
+        flat = a.reshape(-1)
+        n = flat.numel()
+        idx = sorted({0, 1, n - 1, *[(k * n) // 11 + k for k in range(1, 11)]})
+        ch_axis = 1 if a.ndim == 4 else a.ndim - 1
+        dims = tuple(d for d in range(a.ndim) if d != ch_axis)
+        return {
+            "name": name,
+            "shape": list(a.shape),
+            "layout": "NCHW" if a.ndim == 4 else "B,N,C (N = H*W row-major)",
+            "sum": float(a.sum()),
+            "abs_sum": float(a.abs().sum()),
+            "mean": float(a.mean()),
+            "std": float(a.std()),
+            "min": float(a.min()),
+            "max": float(a.max()),
+            "channel_axis": ch_axis,
+            "channel_sums": [float(v) for v in a.sum(dim=dims)],
+            "samples": [{"flat_index": int(i), "value": float(flat[i])} for i in idx if i < n],
+        }
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
@@ -587,6 +968,21 @@ CONFIGS: dict[str, FixtureSpec] = {
         preprocess_only_images=["image_tall.png"],
     ),
     "vit_b": FixtureSpec(build=build_vit_b, make_images=vit_b_images),
+    # MobileSAM. tiny_vit_t is committed: no per-stage decoder tensors (the
+    # decoder is the same code and size as tiny's), no logits, no dense_pe.
+    "tiny_vit_t": FixtureSpec(
+        build=build_tiny_vit_t,
+        make_images=tiny_vit_t_images,
+        mobile=True,
+        save_dense_pe=False,
+        encoder_stage_stats=True,
+    ),
+    "vit_t": FixtureSpec(
+        build=build_vit_t,
+        make_images=vit_b_images,
+        mobile=True,
+        encoder_stage_stats=True,
+    ),
 }
 
 STAGE_KEYS: dict[str, list[str]] = {
@@ -601,7 +997,7 @@ STAGE_KEYS: dict[str, list[str]] = {
 }
 
 
-def versions() -> dict[str, str]:
+def versions(mobile: bool = False) -> dict[str, str]:
     import PIL
     import torchvision
 
@@ -611,7 +1007,7 @@ def versions() -> dict[str, str]:
         sa = version("segment-anything")
     except Exception:  # pragma: no cover
         sa = "unknown"
-    return {
+    out = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -619,6 +1015,19 @@ def versions() -> dict[str, str]:
         "pillow": PIL.__version__,
         "segment_anything": sa,
     }
+    if mobile:
+        out["mobile_sam"] = _dist_version("mobilesam-mirror")
+        out["timm"] = _dist_version("timm")
+    return out
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # pragma: no cover
+        return "unknown"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -643,6 +1052,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     sam = sam.to("cpu").float().eval()
     before = {k: v.clone() for k, v in sam.state_dict().items()}
     done = randomize_(sam)
+    # TinyViT's Attention caches attention_biases[:, idxs] in the buffer ``ab``
+    # only inside .train(False); without this the cache keeps the zero init.
+    sam.eval()
     check_randomized(sam, before, done)
     n_params = sum(p.numel() for p in sam.parameters())
     print(f"[{args.config}] randomised {len(done)} tensors "
@@ -660,8 +1072,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     # 4. images -------------------------------------------------------------
     image_names = spec.make_images(out, args.seed)
-    predictor = SamPredictor(sam)
-    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    predictor = (MobileSamPredictor if spec.mobile else SamPredictor)(sam)
+    transform = (MobileResizeLongestSide if spec.mobile else ResizeLongestSide)(
+        sam.image_encoder.img_size)
+    stage_stats = EncoderStageStats(sam.image_encoder) if spec.encoder_stage_stats else None
     pillow_major = int(__import__("PIL").__version__.split(".")[0])
     images_meta: dict[str, Any] = {}
     embed = spec.embed_images if spec.embed_images is not None else image_names
@@ -696,7 +1110,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_json(out / f"{stem}_input_stats.json", stats)
         if name in embed:
             t0 = time.perf_counter()
+            if stage_stats is not None:
+                stage_stats.stages.clear()
+                stage_stats.enabled = True
             predictor.set_image(image)
+            if stage_stats is not None:
+                stage_stats.enabled = False
+                write_json(out / f"{stem}_encoder_stages.json", {
+                    "image": name,
+                    "note": "TinyViT intermediate tensors of set_image(); see EncoderStageStats",
+                    "stages": stage_stats.stages,
+                })
+                assert stage_stats.stages[-1]["name"] == "neck"
             current_image = name
             feats = predictor.features  # f32 [1, C, 64, 64]
             save_f32(out / f"{stem}_embedding.npy", feats)
@@ -714,7 +1139,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     H, W = case_image.shape[:2]
     if current_image != spec.case_image:  # the ViT-B encoder takes ~1 min on CPU
         predictor.set_image(case_image)
-    save_f32(out / "dense_pe.npy", sam.prompt_encoder.get_dense_pe())
+    case_features = predictor.features.detach().clone()
+    if spec.save_dense_pe:
+        save_f32(out / "dense_pe.npy", sam.prompt_encoder.get_dense_pe())
     capture = StageCapture(sam) if spec.capture_stages else None
     cases = make_cases(W, H, spec.case_image)
     low_res_by_case: dict[str, np.ndarray] = {}
@@ -772,6 +1199,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     nontrivial = sum(int(((f > 0) & (f < 1)).all()) for _, _, f in summary)
     print(f"  {nontrivial}/{len(summary)} cases have masks that are neither all-0 nor all-1")
 
+    checks: dict[str, Any] = {}
+    if spec.mobile:
+        # Reload checkpoint.pth into a freshly built model (vit_t: the official
+        # build_sam_vit_t(), which calls .eval() *before* loading) and re-embed.
+        fresh, _ = spec.build()
+        fresh.load_state_dict(torch.load(out / "checkpoint.pth", map_location="cpu"), strict=True)
+        p2 = MobileSamPredictor(fresh)
+        p2.set_image(case_image)
+        stale = float((p2.features - case_features).abs().max())
+        fresh.eval()  # refreshes the attention-bias caches
+        p2.set_image(case_image)
+        assert torch.equal(p2.features, case_features), "reloaded checkpoint differs"
+        checks = {
+            "reloaded_checkpoint_embedding_identical": True,
+            "embedding_max_abs_diff_without_eval_after_load": stale,
+        }
+        print(f"  reload check: identical after .eval(); without .eval() after "
+              f"load_state_dict the embedding differs by up to {stale:.3g}")
+
     write_json(
         out / "cases.json",
         {
@@ -782,7 +1228,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "input_size": images_meta[spec.case_image]["input_size"],
             "images": images_meta,
             "mask_threshold": float(sam.mask_threshold),
-            "reference_versions": versions(),
+            "reference_versions": versions(spec.mobile),
+            **({"checks": checks} if checks else {}),
             "cases": cases,
         },
     )

@@ -111,3 +111,33 @@ fn burnpack_conversion_round_trips_in_f32_and_f16() {
         assert!(size < std::fs::metadata(dir.join(format!("full-{half}.bpk"))).unwrap().len());
     }
 }
+
+#[test]
+fn mobile_sam_checkpoints_load_strictly_and_round_trip_through_burnpack() {
+    let dir = tiny_vit_t();
+    let config = fixture_config(&dir);
+    let dev = Device::flex();
+    let map = read_pytorch(&dir.join("checkpoint.pth")).unwrap();
+    // Batch-norm step counters are in the file but not used at inference.
+    assert!(map.keys().any(|k| k.ends_with("num_batches_tracked")));
+    let err = from_official_tensors(map.clone(), None, None, &dev).err().unwrap();
+    assert!(err.to_string().contains("TinyViT encoder of widths [8, 16, 24, 32]"), "{err}");
+    let mut missing = map.clone();
+    missing.remove("image_encoder.layers.1.blocks.0.attn.attention_biases").unwrap();
+    assert_eq!(
+        load(missing, &config).unwrap_err(),
+        WeightsError::MissingKey { key: "image_encoder.layers.1.blocks.0.attn.attention_biases".into(), unexpected: None }
+    );
+    let mut missing = map;
+    missing.remove("image_encoder.layers.0.blocks.1.conv2.bn.running_var").unwrap();
+    assert!(load(missing, &config).unwrap_err().to_string().contains("image_encoder.layers.0.blocks.1.conv2.bn.running_var"));
+
+    let original = load_file(&dir.join("checkpoint.pth"), Some(&config), None, &dev).unwrap();
+    let path = std::env::temp_dir().join(format!("segany-weights-vit-t-{}.bpk", std::process::id()));
+    save_burnpack(&original, Contents::Full, false, &path).unwrap();
+    let m = load_file(&path, None, None, &dev).unwrap();
+    let img = segany_predict::decode_image(&std::fs::read(dir.join("image.png")).unwrap()).unwrap();
+    let mut p = segany_predict::Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, dev);
+    let got = p.set_image(&img).unwrap().to_vec();
+    assert_close("TinyViT embedding after burnpack", &got, &npy::<f32>(&dir.join("image_embedding.npy")).0, 1e-4);
+}

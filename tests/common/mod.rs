@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use segany_model::{DecoderConfig, EncoderConfig, SamConfig, VitConfig};
+use segany_model::{DecoderConfig, EncoderConfig, SamConfig, TinyVitConfig, VitConfig};
 use segany_predict::npy::{NpyElement, from_npy};
 use serde_json::Value;
 
@@ -13,6 +13,10 @@ pub fn repo() -> PathBuf {
 
 pub fn tiny() -> PathBuf {
     repo().join("tests/fixtures/tiny")
+}
+
+pub fn tiny_vit_t() -> PathBuf {
+    repo().join("tests/fixtures/tiny_vit_t")
 }
 
 pub fn npy<T: NpyElement>(path: &Path) -> (Vec<T>, Vec<usize>) {
@@ -30,8 +34,9 @@ pub fn fixture_config(dir: &Path) -> SamConfig {
     let e = &c["encoder"];
     let d = &c["decoder"];
     let u = |v: &Value| v.as_u64().expect("integer") as usize;
-    SamConfig {
-        encoder: EncoderConfig::Vit(VitConfig {
+    let list = |v: &Value| -> Vec<usize> { v.as_array().unwrap().iter().map(u).collect() };
+    let encoder = match e["type"].as_str().unwrap() {
+        "vit" => EncoderConfig::Vit(VitConfig {
             img_size: u(&e["img_size"]),
             patch_size: u(&e["patch_size"]),
             embed_dim: u(&e["embed_dim"]),
@@ -40,8 +45,24 @@ pub fn fixture_config(dir: &Path) -> SamConfig {
             mlp_ratio: e["mlp_ratio"].as_f64().unwrap() as usize,
             out_chans: u(&e["out_chans"]),
             window_size: u(&e["window_size"]),
-            global_attn_indexes: e["global_attn_indexes"].as_array().unwrap().iter().map(u).collect(),
+            global_attn_indexes: list(&e["global_attn_indexes"]),
         }),
+        "tiny_vit" => EncoderConfig::TinyVit(TinyVitConfig {
+            img_size: u(&e["img_size"]),
+            embed_dims: list(&e["embed_dims"]),
+            depths: list(&e["depths"]),
+            num_heads: list(&e["num_heads"]),
+            window_sizes: list(&e["window_sizes"]),
+            mlp_ratio: e["mlp_ratio"].as_f64().unwrap() as usize,
+            mbconv_expand_ratio: e["mbconv_expand_ratio"].as_f64().unwrap() as usize,
+            merge_strides: list(&e["patch_merging_strides"]),
+            num_classes: u(&e["num_classes"]),
+            out_chans: u(&e["out_chans"]),
+        }),
+        other => panic!("unknown encoder type {other}"),
+    };
+    SamConfig {
+        encoder,
         prompt_embed_dim: u(&c["prompt_embed_dim"]),
         image_size: u(&c["input_image_size"][0]),
         mask_in_chans: u(&c["mask_in_chans"]),

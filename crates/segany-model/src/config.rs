@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::tiny_vit::TinyVitConfig;
+
 /// The released SAM models. `vit_t` is MobileSAM (TinyViT encoder, SAM's decoder).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -9,16 +11,18 @@ pub enum Variant {
     VitB,
     VitL,
     VitH,
+    VitT,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::VitB, Variant::VitL, Variant::VitH];
+    pub const ALL: [Variant; 4] = [Variant::VitB, Variant::VitL, Variant::VitH, Variant::VitT];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::VitB => "vit_b",
             Variant::VitL => "vit_l",
             Variant::VitH => "vit_h",
+            Variant::VitT => "vit_t",
         }
     }
 
@@ -28,6 +32,7 @@ impl Variant {
             Variant::VitB => "sam_vit_b_01ec64.pth",
             Variant::VitL => "sam_vit_l_0b3195.pth",
             Variant::VitH => "sam_vit_h_4b8939.pth",
+            Variant::VitT => "mobile_sam.pt",
         }
     }
 
@@ -38,6 +43,10 @@ impl Variant {
             Variant::VitB => (768, 12, 12, [2, 5, 8, 11]),
             Variant::VitL => (1024, 24, 16, [5, 11, 17, 23]),
             Variant::VitH => (1280, 32, 16, [7, 15, 23, 31]),
+            // MobileSAM: TinyViT-5M widths [64, 128, 160, 320], depths [2, 2, 6, 2] (TinyVitConfig::default).
+            Variant::VitT => {
+                return SamConfig { encoder: EncoderConfig::TinyVit(TinyVitConfig::default()), ..SamConfig::default() };
+            }
         };
         SamConfig {
             encoder: EncoderConfig::Vit(VitConfig {
@@ -64,7 +73,7 @@ impl std::str::FromStr for Variant {
         Variant::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown model '{s}' (expected one of vit_b, vit_l, vit_h)"))
+            .ok_or_else(|| format!("unknown model '{s}' (expected one of vit_b, vit_l, vit_h, vit_t)"))
     }
 }
 
@@ -100,6 +109,7 @@ impl Default for VitConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EncoderConfig {
     Vit(VitConfig),
+    TinyVit(TinyVitConfig),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,14 +9,16 @@ pub mod config;
 pub mod image_encoder_vit;
 pub mod mask_decoder;
 pub mod prompt_encoder;
+pub mod tiny_vit;
 pub mod transformer;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 pub use common::LayerNorm2d;
-pub use config::{DecoderConfig, EncoderConfig, SamConfig, Variant, VitConfig};
+pub use config::{DecoderConfig, EncoderConfig, SamConfig, TinyVitConfig, Variant, VitConfig};
 pub use image_encoder_vit::ImageEncoderViT;
+pub use tiny_vit::TinyViT;
 pub use mask_decoder::{DecoderOutput, MaskDecoder};
 pub use prompt_encoder::{PointPrompt, PromptEncoder};
 
@@ -28,12 +30,14 @@ pub const PIXEL_STD: [f32; 3] = [58.395, 57.12, 57.375];
 #[derive(Module, Debug)]
 pub enum ImageEncoder {
     Vit(ImageEncoderViT),
+    TinyVit(TinyViT),
 }
 
 impl ImageEncoder {
     pub fn new(cfg: &SamConfig, device: &Device) -> Self {
         match &cfg.encoder {
             EncoderConfig::Vit(vit) => ImageEncoder::Vit(ImageEncoderViT::new(vit, device)),
+            EncoderConfig::TinyVit(tv) => ImageEncoder::TinyVit(TinyViT::new(tv, device)),
         }
     }
 
@@ -42,6 +46,7 @@ impl ImageEncoder {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             ImageEncoder::Vit(vit) => vit.forward(x),
+            ImageEncoder::TinyVit(tv) => tv.forward(x),
         }
     }
 }

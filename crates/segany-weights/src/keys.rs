@@ -6,6 +6,8 @@
 
 /// Official prefix → module-path prefix.
 const SEQUENTIALS: &[(&str, &str)] = &[
+    ("image_encoder.patch_embed.seq.0.", "image_encoder.patch_embed.conv1."), // TinyViT stem
+    ("image_encoder.patch_embed.seq.2.", "image_encoder.patch_embed.conv2."),
     ("image_encoder.neck.0.", "image_encoder.neck.conv1."),
     ("image_encoder.neck.1.", "image_encoder.neck.ln1."),
     ("image_encoder.neck.2.", "image_encoder.neck.conv2."),
@@ -19,6 +21,12 @@ const SEQUENTIALS: &[(&str, &str)] = &[
     ("mask_decoder.output_upscaling.1.", "mask_decoder.output_upscaling.ln."),
     ("mask_decoder.output_upscaling.3.", "mask_decoder.output_upscaling.deconv2."),
 ];
+
+/// Keys in checkpoints that inference does not use and our modules do not have: batch norm's
+/// training-step counters (TinyViT).
+pub fn is_training_only(official: &str) -> bool {
+    official.ends_with(".num_batches_tracked")
+}
 
 /// The module path for an official checkpoint key.
 pub fn module_path(official: &str) -> String {

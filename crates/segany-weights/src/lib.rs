@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub use detect::detect_config;
 pub use error::WeightsError;
-pub use keys::{module_path, official_key};
+pub use keys::{is_training_only, module_path, official_key};
 
 /// Tensors as stored in a checkpoint, by official key.
 pub type TensorMap = BTreeMap<String, PackTensor>;
@@ -193,6 +193,7 @@ pub fn from_official_tensors(
     }
     let renamed = tensors
         .into_values()
+        .filter(|t| !is_training_only(&t.name))
         .map(|mut t| {
             t.name = module_path(&t.name);
             t

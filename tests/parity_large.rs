@@ -1,6 +1,7 @@
-//! End to end through the CLI on a full-size random vit_b checkpoint in the official layout
-//! (`python scripts/make_fixtures.py --config vit_b --out fixtures-large/vit_b`, 375 MB, git-ignored).
-//! Skipped, saying so, when that fixture has not been generated.
+//! End to end through the CLI on full-size random checkpoints in the official layout, the variant
+//! detected from the file: `vit_b` (375 MB) and MobileSAM's `vit_t` (40 MB), made by
+//! `python scripts/make_fixtures.py --config vit_b|vit_t --out fixtures-large/<config>` (git-ignored).
+//! Skipped, saying so, when a fixture has not been generated.
 
 mod common;
 
@@ -10,14 +11,14 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn fixture() -> Option<PathBuf> {
-    let dir = repo().join("fixtures-large/vit_b");
+fn fixture(name: &str) -> Option<PathBuf> {
+    let dir = repo().join("fixtures-large").join(name);
     if dir.join("checkpoint.pth").exists() && dir.join("cases.json").exists() {
         Some(dir)
     } else {
         eprintln!(
             "SKIPPED: {} is missing; generate it with scripts/setup_reference_venv.sh and \
-             `python scripts/make_fixtures.py --config vit_b --out fixtures-large/vit_b`",
+             `python scripts/make_fixtures.py --config {name} --out fixtures-large/{name}`",
             dir.display()
         );
         None
@@ -26,13 +27,23 @@ fn fixture() -> Option<PathBuf> {
 
 #[test]
 fn cli_predict_matches_reference_on_full_size_vit_b() {
-    let Some(dir) = fixture() else { return };
+    check_cli_against_reference("vit_b");
+}
+
+#[test]
+fn cli_predict_matches_reference_on_full_size_mobile_sam() {
+    check_cli_against_reference("vit_t");
+}
+
+fn check_cli_against_reference(name: &str) {
+    let Some(dir) = fixture(name) else { return };
+    let variant = name;
     let cases = json(&dir.join("cases.json"));
     let [h, w] = [cases["original_size"][0].as_u64().unwrap() as usize, cases["original_size"][1].as_u64().unwrap() as usize];
     let n = h * w;
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let out = std::env::temp_dir().join(format!("segany-vit-b-{}-{name}", std::process::id()));
+        let out = std::env::temp_dir().join(format!("segany-{variant}-{}-{name}", std::process::id()));
         let mut args: Vec<String> = vec![
             "predict".into(),
             "--checkpoint".into(),
@@ -75,6 +86,6 @@ fn cli_predict_matches_reference_on_full_size_vit_b() {
             let iou = mask_iou(&got, &want[i * n..(i + 1) * n]);
             assert!(iou >= 0.999, "{name} mask {i}: IoU {iou}");
         }
-        eprintln!("{name}: matches the reference");
+        eprintln!("{variant} {name}: matches the reference");
     }
 }
