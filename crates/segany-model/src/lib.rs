@@ -15,7 +15,7 @@ pub mod transformer;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-pub use common::LayerNorm2d;
+pub use common::{LayerNorm2d, gelu};
 pub use config::{DecoderConfig, EncoderConfig, SamConfig, TinyVitConfig, Variant, VitConfig};
 pub use image_encoder_vit::ImageEncoderViT;
 pub use tiny_vit::TinyViT;

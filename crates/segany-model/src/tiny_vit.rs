@@ -5,11 +5,11 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{linear, zeros_param};
+use crate::common::{gelu, linear, zeros_param};
 use crate::image_encoder_vit::Neck;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
