@@ -37,10 +37,36 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
     let shape = x.shape();
     let mut values: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 values");
-    for v in values.iter_mut() {
-        *v = gelu_f32(*v);
+    let apply = gelu_slice;
+    #[cfg(not(target_family = "wasm"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = values.len().div_ceil(threads).max(1 << 16);
+        std::thread::scope(|s| {
+            for chunk in values.chunks_mut(per) {
+                s.spawn(move || apply(chunk));
+            }
+        });
     }
+    #[cfg(target_family = "wasm")]
+    apply(&mut values);
     Tensor::from_data(TensorData::new(values, shape), &device)
+}
+
+/// GELU over a slice, compiled for AVX2+FMA when the CPU has them (8 lanes instead of 4).
+fn gelu_slice(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the features were just detected.
+        return unsafe { gelu_slice_avx2(values) };
+    }
+    values.iter_mut().for_each(|v| *v = gelu_f32(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_slice_avx2(values: &mut [f32]) {
+    values.iter_mut().for_each(|v| *v = gelu_f32(*v));
 }
 
 #[inline(always)]
@@ -64,7 +90,8 @@ fn erf_f32(x: f32) -> f32 {
 #[inline(always)]
 fn exp_neg(z: f32) -> f32 {
     let z = z.min(87.0);
-    let k = (z * std::f32::consts::LOG2_E + 0.5).floor();
+    // Truncation is floor here (the operand is positive) and, unlike floorf, vectorises.
+    let k = ((z * std::f32::consts::LOG2_E + 0.5) as i32) as f32;
     let r = k * std::f32::consts::LN_2 - z; // in [-ln2/2, ln2/2]
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     p * f32::from_bits(((127 - k as i32) as u32) << 23)

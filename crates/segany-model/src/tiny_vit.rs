@@ -6,6 +6,8 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::softmax;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -68,8 +70,16 @@ impl Conv2dBn {
         Self { c, bn: BatchNorm2d::new(c_out, device) }
     }
 
+    /// The batch norm folded into the convolution (as the reference's `Conv2d_BN.fuse` does):
+    /// `w·s` and bias `β − μ·s` with `s = γ/√(σ²+ε)`, one pass instead of five.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.c.forward(x))
+        let (scale, shift) = self.bn.scale_shift();
+        let c = &self.c;
+        let [out, _, _, _] = c.weight.dims();
+        let weight = c.weight.val() * scale.reshape([out, 1, 1, 1]);
+        let [kh, kw] = c.kernel_size;
+        let options = ConvOptions::new_with_padding(c.stride, [(kh / 2, kh / 2), (kw / 2, kw / 2)], c.dilation, c.groups);
+        conv2d(x, weight, Some(shift), options)
     }
 }
 
@@ -93,12 +103,11 @@ impl BatchNorm2d {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [_, c, _, _] = x.dims();
-        let shape = [1, c, 1, 1];
-        let std = self.running_var.val().add_scalar(1e-5).sqrt();
-        (x - self.running_mean.val().reshape(shape)) / std.reshape(shape) * self.weight.val().reshape(shape)
-            + self.bias.val().reshape(shape)
+    /// Per-channel `(scale, shift)` with `bn(x) = x·scale + shift`.
+    fn scale_shift(&self) -> (Tensor<1>, Tensor<1>) {
+        let scale = self.weight.val() / self.running_var.val().add_scalar(1e-5).sqrt();
+        let shift = self.bias.val() - self.running_mean.val() * scale.clone();
+        (scale, shift)
     }
 }
 
