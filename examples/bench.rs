@@ -31,7 +31,7 @@ fn main() {
     let m = segany_weights::load_file(checkpoint.as_ref(), None, None, &device).expect("checkpoint");
     let load_s = t.elapsed().as_secs_f64();
     let variant = m.variant.map(|v| v.name());
-    let mut predictor = Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, device);
+    let mut predictor = Predictor::new(m, device);
     let img = decode_image(&std::fs::read(&image).expect("image")).expect("image");
 
     // Warm-up, then timed runs; `to_vec` reads the embedding back, so the work is done.

@@ -131,7 +131,7 @@ fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
 
 fn predictor(args: &ModelArgs) -> Result<Predictor> {
     let m = load_model(args)?;
-    Ok(Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, device()))
+    Ok(Predictor::new(m, device()))
 }
 
 fn read_image(path: &Path) -> Result<RgbImage> {

@@ -23,7 +23,7 @@ fn predictor() -> Predictor {
     let dir = tiny();
     let config = fixture_config(&dir);
     let m = load_file(&dir.join("checkpoint.pth"), Some(&config), None, &device()).expect("tiny checkpoint loads");
-    Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, device())
+    Predictor::new(m, device())
 }
 
 fn read_png(path: &Path) -> segany_predict::RgbImage {

@@ -13,7 +13,7 @@ fn predictor() -> Predictor {
     let dir = tiny_vit_t();
     let config = fixture_config(&dir);
     let m = load_file(&dir.join("checkpoint.pth"), Some(&config), None, &Device::flex()).expect("tiny vit_t loads");
-    Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, Device::flex())
+    Predictor::new(m, Device::flex())
 }
 
 fn image() -> segany_predict::RgbImage {

@@ -90,7 +90,7 @@ fn burnpack_conversion_round_trips_in_f32_and_f16() {
     std::fs::create_dir_all(&dir).unwrap();
     let img = segany_predict::decode_image(&std::fs::read(tiny().join("image.png")).unwrap()).unwrap();
     let embed = |m: segany_weights::LoadedModel| {
-        let mut p = segany_predict::Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, Device::flex());
+        let mut p = segany_predict::Predictor::new(m, Device::flex());
         p.set_image(&img).unwrap().to_vec()
     };
     let reference = npy::<f32>(&tiny().join("image_embedding.npy")).0;
@@ -137,7 +137,7 @@ fn mobile_sam_checkpoints_load_strictly_and_round_trip_through_burnpack() {
     save_burnpack(&original, Contents::Full, false, &path).unwrap();
     let m = load_file(&path, None, None, &dev).unwrap();
     let img = segany_predict::decode_image(&std::fs::read(dir.join("image.png")).unwrap()).unwrap();
-    let mut p = segany_predict::Predictor::new(m.encoder, m.decoder, m.config, m.variant, m.encoder_digest, dev);
+    let mut p = segany_predict::Predictor::new(m, dev);
     let got = p.set_image(&img).unwrap().to_vec();
     assert_close("TinyViT embedding after burnpack", &got, &npy::<f32>(&dir.join("image_embedding.npy")).0, 1e-4);
 }

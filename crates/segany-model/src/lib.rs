@@ -109,3 +109,17 @@ impl Sam {
         (self.image_encoder, SamDecoder { prompt_encoder: self.prompt_encoder, mask_decoder: self.mask_decoder })
     }
 }
+
+/// A model ready to run, with what identifies its weights: what the weights crate loads and the
+/// predictor runs.
+pub struct SamModel {
+    /// `None` for decoder-only weights (the browser's), which need an embedding from elsewhere.
+    pub encoder: Option<ImageEncoder>,
+    pub decoder: SamDecoder,
+    pub config: SamConfig,
+    /// The released variant this configuration is, if any.
+    pub variant: Option<Variant>,
+    /// SHA-256 of the image encoder's weights; an embedding is valid only with a decoder that
+    /// carries the same digest.
+    pub encoder_digest: String,
+}

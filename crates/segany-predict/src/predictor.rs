@@ -2,7 +2,7 @@
 //! the server, the wasm bindings and the tests.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use segany_model::{ImageEncoder, PIXEL_MEAN, PIXEL_STD, PointPrompt, SamConfig, SamDecoder, Variant};
+use segany_model::{ImageEncoder, PIXEL_MEAN, PIXEL_STD, PointPrompt, SamConfig, SamDecoder, SamModel, Variant};
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::{preprocess_shape, resize_rgb_bilinear, transform_box, transform_coords, upscale_logits};
@@ -148,14 +148,8 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    pub fn new(
-        encoder: Option<ImageEncoder>,
-        decoder: SamDecoder,
-        config: SamConfig,
-        variant: Option<Variant>,
-        encoder_digest: String,
-        device: Device,
-    ) -> Self {
+    pub fn new(model: SamModel, device: Device) -> Self {
+        let SamModel { encoder, decoder, config, variant, encoder_digest } = model;
         let dense_pe = decoder.prompt_encoder.dense_pe();
         Self { encoder, decoder, config, variant, encoder_digest, device, dense_pe, embedding: None }
     }

@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter};
 use burn::tensor::{DType, Device};
-use segany_model::{ImageEncoder, Sam, SamConfig, SamDecoder, Variant};
+use segany_model::{ImageEncoder, Sam, SamConfig, SamDecoder, SamModel, Variant};
 use sha2::{Digest, Sha256};
 
 pub use detect::detect_config;
@@ -57,18 +57,8 @@ pub enum Contents {
     DecoderOnly,
 }
 
-/// A model loaded from a checkpoint, with what identifies it.
-pub struct LoadedModel {
-    /// `None` for a decoder-only file.
-    pub encoder: Option<ImageEncoder>,
-    pub decoder: SamDecoder,
-    pub config: SamConfig,
-    /// The released variant this configuration is, if any.
-    pub variant: Option<Variant>,
-    /// SHA-256 of the image encoder's weights (see [`encoder_digest`]); an embedding is valid only
-    /// with a decoder that carries the same digest.
-    pub encoder_digest: String,
-}
+/// A model loaded from a checkpoint (see [`SamModel`]).
+pub type LoadedModel = SamModel;
 
 /// Metadata keys of our burnpack files.
 mod meta {
