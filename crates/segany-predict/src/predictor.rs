@@ -300,12 +300,22 @@ impl Predictor {
         let iou_predictions: Vec<f32> = iou.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 iou");
 
         let [oh, ow] = original_size;
+        let image_size = self.config.image_size;
+        let threshold = |plane: &[f32]| -> Vec<u8> {
+            let logits = upscale_logits(plane, [lh, lw], image_size, input_size, original_size);
+            logits.iter().map(|&v| (v > 0.0) as u8).collect()
+        };
+        let planes: Vec<&[f32]> = low_res_logits.chunks(lh * lw).collect();
+        // Each mask is postprocessed independently: one thread each where threads exist.
+        #[cfg(not(target_family = "wasm"))]
+        let per_mask: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = planes.iter().map(|&p| s.spawn(move || threshold(p))).collect();
+            handles.into_iter().map(|h| h.join().expect("postprocess thread")).collect()
+        });
+        #[cfg(target_family = "wasm")]
+        let per_mask: Vec<Vec<u8>> = planes.iter().map(|&p| threshold(p)).collect();
         let mut masks = Vec::with_capacity(n * oh * ow);
-        for i in 0..n {
-            let plane = &low_res_logits[i * lh * lw..(i + 1) * lh * lw];
-            let logits = upscale_logits(plane, [lh, lw], self.config.image_size, input_size, original_size);
-            masks.extend(logits.iter().map(|&v| (v > 0.0) as u8));
-        }
+        per_mask.into_iter().for_each(|m| masks.extend(m));
         Ok(Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size })
     }
 

@@ -1,0 +1,52 @@
+//! Where one click's time goes in the decoder (not a test; for optimisation work).
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use segany_model::{PointPrompt, SamDecoder, Variant};
+
+fn main() {
+    let dev = Device::flex();
+    let cfg = Variant::VitB.config();
+    let dec = SamDecoder::new(&cfg, &dev);
+    let emb = Tensor::<4>::random([1, 256, 64, 64], Distribution::Normal(0.0, 1.0), &dev);
+    let pe = dec.prompt_encoder.dense_pe();
+    let point = || PointPrompt {
+        coords: Tensor::from_data(TensorData::new(vec![500.0f32, 300.0], [1, 1, 2]), &dev),
+        labels: Tensor::from_data(TensorData::new(vec![1.0f32], [1, 1]), &dev),
+    };
+    let time = |name: &str, f: &dyn Fn() -> Vec<f32>| {
+        f();
+        let t = Instant::now();
+        for _ in 0..10 {
+            f();
+        }
+        println!("{name:30} {:7.1} ms", t.elapsed().as_secs_f64() * 100.0);
+    };
+    let (sparse, dense) = dec.prompt_encoder.forward(Some(point()), None, None);
+    time("prompt encoder", &|| {
+        let (s, _) = dec.prompt_encoder.forward(Some(point()), None, None);
+        s.into_data().to_vec::<f32>().unwrap()
+    });
+    let md = &dec.mask_decoder;
+    time("whole mask decoder", &|| {
+        md.forward(emb.clone(), pe.clone(), sparse.clone(), dense.clone()).masks.into_data().to_vec::<f32>().unwrap()
+    });
+    let tokens = Tensor::cat(vec![md.iou_token.weight.val(), md.mask_tokens.weight.val()], 0).unsqueeze::<3>();
+    let tokens = Tensor::cat(vec![tokens, sparse.clone()], 1);
+    let src = emb.clone() + dense.clone();
+    time("two-way transformer", &|| {
+        let (hs, _) = md.transformer.forward(src.clone(), pe.clone(), tokens.clone());
+        hs.into_data().to_vec::<f32>().unwrap()
+    });
+    let keys = Tensor::<4>::random([1, 256, 64, 64], Distribution::Normal(0.0, 1.0), &dev);
+    time("output upscaling", &|| md.output_upscaling.forward(keys.clone()).into_data().to_vec::<f32>().unwrap());
+    let x = Tensor::<3>::random([1, 4096, 256], Distribution::Normal(0.0, 1.0), &dev);
+    let a = &md.transformer.layers[0].cross_attn_token_to_image;
+    time("k_proj 4096x256->128", &|| a.k_proj.forward(x.clone()).into_data().to_vec::<f32>().unwrap());
+    let lowres = vec![0.5f32; 3 * 256 * 256];
+    time("postprocess 3 masks 1283x851", &|| {
+        (0..3)
+            .flat_map(|i| segany_predict::geometry::upscale_logits(&lowres[i * 65536..(i + 1) * 65536], [256, 256], 1024, [679, 1024], [851, 1283]))
+            .collect()
+    });
+}
