@@ -141,3 +141,42 @@ fn mobile_sam_checkpoints_load_strictly_and_round_trip_through_burnpack() {
     let got = p.set_image(&img).unwrap().to_vec();
     assert_close("TinyViT embedding after burnpack", &got, &npy::<f32>(&dir.join("image_embedding.npy")).0, 1e-4);
 }
+
+/// Writes tensors as a safetensors file (8-byte header length, JSON header, raw data).
+fn to_safetensors(map: &TensorMap) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, t) in map {
+        if t.dtype != burn::tensor::DType::F32 {
+            continue; // batch-norm step counters (i64) are dropped by the loader anyway
+        }
+        let bytes = t.to_bytes().unwrap();
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": t.shape.to_vec(), "data_offsets": [start, data.len()] }),
+        );
+    }
+    let mut json = serde_json::to_vec(&header).unwrap();
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
+    out.extend(data);
+    out
+}
+
+#[test]
+fn safetensors_with_official_keys_load_from_bytes() {
+    for dir in [tiny(), tiny_vit_t()] {
+        let config = fixture_config(&dir);
+        let bytes = to_safetensors(&read_pytorch(&dir.join("checkpoint.pth")).unwrap());
+        let m = segany_weights::load_bytes(bytes, Some(&config), None, &Device::flex()).unwrap();
+        let img = segany_predict::decode_image(&std::fs::read(dir.join("image.png")).unwrap()).unwrap();
+        let mut p = segany_predict::Predictor::new(m, Device::flex());
+        let got = p.set_image(&img).unwrap().to_vec();
+        assert_close("embedding from safetensors", &got, &npy::<f32>(&dir.join("image_embedding.npy")).0, 1e-4);
+    }
+}

@@ -52,3 +52,101 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     }
     Ok(RgbImage { height: h as usize, width: w as usize, data: rgb.into_raw() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, ImageFormat, Luma, Rgba};
+
+    fn encode<P: image::Pixel<Subpixel = S> + image::PixelWithColorType, S: image::Primitive>(
+        img: &ImageBuffer<P, Vec<S>>,
+        format: ImageFormat,
+    ) -> Vec<u8>
+    where
+        [S]: image::EncodableLayout,
+    {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn gray_rgba_and_16_bit_become_rgb8() {
+        let gray = ImageBuffer::from_fn(3, 2, |x, y| Luma([(x * 50 + y * 7) as u8]));
+        let img = decode_image(&encode(&gray, ImageFormat::Png)).unwrap();
+        assert_eq!((img.width, img.height), (3, 2));
+        assert_eq!(&img.data[3..6], &[50, 50, 50]);
+
+        let rgba = ImageBuffer::from_fn(2, 2, |x, _| Rgba([10 * x as u8, 20, 30, 128]));
+        let img = decode_image(&encode(&rgba, ImageFormat::Png)).unwrap();
+        assert_eq!(&img.data[3..6], &[10, 20, 30]);
+
+        let deep: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_fn(2, 1, |x, _| Luma([if x == 0 { 0 } else { 65535 }]));
+        let img = decode_image(&encode(&deep, ImageFormat::Png)).unwrap();
+        assert_eq!(img.data, vec![0, 0, 0, 255, 255, 255]);
+    }
+
+    #[test]
+    fn webp_decodes() {
+        let rgb = ImageBuffer::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 60, y as u8 * 80, 7]));
+        let img = decode_image(&encode(&rgb, ImageFormat::WebP)).unwrap();
+        assert_eq!((img.width, img.height), (4, 3));
+        assert_eq!(img.data, rgb.into_raw(), "lossless WebP round-trips");
+    }
+
+    /// A JPEG with an EXIF APP1 segment saying "rotate 90° clockwise" (orientation 6).
+    fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
+        let img = ImageBuffer::from_fn(w, h, |x, _| image::Rgb([if x == 0 { 255u8 } else { 0 }, 0, 0]));
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let mut tiff = b"II*\0\x08\0\0\0".to_vec(); // little-endian TIFF, first IFD at 8
+        tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0]);
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(tiff);
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let img = decode_image(&jpeg_with_orientation(16, 8, 6)).unwrap();
+        assert_eq!((img.width, img.height), (8, 16), "rotated by 90°");
+        // The red first column becomes the first row after a clockwise rotation.
+        assert!(img.data[(7) * 3] > 200, "top-right pixel is red");
+        let plain = decode_image(&jpeg_with_orientation(16, 8, 1)).unwrap();
+        assert_eq!((plain.width, plain.height), (16, 8));
+    }
+
+    #[test]
+    fn junk_and_oversized_images_are_refused() {
+        assert!(decode_image(b"definitely not an image").is_err());
+        // A PNG header claiming 100000 × 100000 pixels.
+        let mut png = encode(&ImageBuffer::from_fn(1, 1, |_, _| Luma([0u8])), ImageFormat::Png);
+        png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]); // IHDR type + data
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_image(&png).unwrap_err();
+        assert!(err.0.to_lowercase().contains("limit"), "{err}");
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+}
