@@ -180,3 +180,39 @@ fn safetensors_with_official_keys_load_from_bytes() {
         assert_close("embedding from safetensors", &got, &npy::<f32>(&dir.join("image_embedding.npy")).0, 1e-4);
     }
 }
+
+#[test]
+fn a_decoder_only_model_predicts_from_an_embedding_of_its_own_encoder_only() {
+    let dir = tiny();
+    let config = fixture_config(&dir);
+    let dev = Device::flex();
+    let full = load_file(&dir.join("checkpoint.pth"), Some(&config), None, &dev).unwrap();
+    let path = std::env::temp_dir().join(format!("segany-decoder-only-{}.bpk", std::process::id()));
+    save_burnpack(&full, Contents::DecoderOnly, false, &path).unwrap();
+
+    let img = segany_predict::decode_image(&std::fs::read(dir.join("image.png")).unwrap()).unwrap();
+    let mut server = segany_predict::Predictor::new(full, dev.clone());
+    let emb = server.set_image(&img).unwrap().clone();
+    let prompt = segany_predict::Prompt {
+        points: vec![segany_predict::Point { x: 62.5, y: 52.0, label: 1 }],
+        ..Default::default()
+    };
+    let want = server.predict(&prompt).unwrap();
+
+    let mut browser = segany_predict::Predictor::new(load_file(&path, None, None, &dev).unwrap(), dev.clone());
+    assert!(!browser.has_encoder());
+    assert_eq!(browser.set_image(&img).unwrap_err(), segany_predict::PredictError::NoEncoder);
+    browser.set_embedding(emb.to_vec(), emb.meta.clone()).unwrap();
+    let got = browser.predict(&prompt).unwrap();
+    assert_close("low-res logits via set_embedding", &got.low_res_logits, &want.low_res_logits, 1e-6);
+    assert_eq!(got.masks, want.masks);
+
+    // An embedding from other weights, or with inconsistent sizes, is refused.
+    let mut foreign = emb.meta.clone();
+    foreign.encoder_digest = "0".repeat(64);
+    assert!(matches!(browser.set_embedding(emb.to_vec(), foreign), Err(segany_predict::PredictError::EmbeddingMismatch { .. })));
+    let mut bad_size = emb.meta.clone();
+    bad_size.input_size = [100, 100];
+    assert!(browser.set_embedding(emb.to_vec(), bad_size).is_err());
+    assert!(browser.set_embedding(vec![0.0; 10], emb.meta.clone()).is_err());
+}
