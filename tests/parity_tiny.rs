@@ -7,7 +7,6 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use segany_model::PointPrompt;
 use segany_predict::geometry::{preprocess_shape, resize_rgb_bilinear};
 use segany_predict::{Point, Predictor, Prompt, decode_image};
 use segany_weights::load_file;
@@ -110,33 +109,13 @@ fn dense_positional_encoding_matches_reference() {
     assert_close("dense_pe", &got, &npy::<f32>(&tiny().join("dense_pe.npy")).0, RTOL);
 }
 
-/// The prompt in the model's 1024 frame, as the reference's predictor builds it.
-fn model_prompt(p: &Predictor, prompt: &Prompt, original: [usize; 2]) -> (Option<PointPrompt>, Option<Tensor<2>>, Option<Tensor<4>>) {
-    use segany_predict::geometry::{transform_box, transform_coords};
-    let input = preprocess_shape(original, p.config().image_size);
-    let dev = device();
-    let points = (!prompt.points.is_empty()).then(|| {
-        let n = prompt.points.len();
-        let c: Vec<[f64; 2]> = prompt.points.iter().map(|q| [q.x, q.y]).collect();
-        let c: Vec<f32> = transform_coords(&c, original, input).into_iter().flatten().map(|v| v as f32).collect();
-        let l: Vec<f32> = prompt.points.iter().map(|q| q.label as f32).collect();
-        PointPrompt { coords: Tensor::from_data(TensorData::new(c, [1, n, 2]), &dev), labels: Tensor::from_data(TensorData::new(l, [1, n]), &dev) }
-    });
-    let boxes = prompt.bbox.map(|b| {
-        let b: Vec<f32> = transform_box(b, original, input).iter().map(|&v| v as f32).collect();
-        Tensor::from_data(TensorData::new(b, [1, 4]), &dev)
-    });
-    let masks = prompt.mask_input.clone().map(|m| Tensor::from_data(TensorData::new(m, [1, 1, 256, 256]), &dev));
-    (points, boxes, masks)
-}
-
 #[test]
 fn prompt_encoder_matches_reference() {
     let p = predictor();
     let original = [117, 173];
     for case in cases() {
         let name = case["name"].as_str().unwrap();
-        let (points, boxes, masks) = model_prompt(&p, &prompt_of(&case), original);
+        let (points, boxes, masks) = p.model_prompt(&prompt_of(&case), original);
         let (sparse, dense) = p.decoder().prompt_encoder.forward(points, boxes, masks);
         let (want, shape) = npy::<f32>(&tiny().join(format!("case_{name}_sparse.npy")));
         assert_eq!(sparse.dims().to_vec(), shape, "{name}: sparse shape");
@@ -164,7 +143,7 @@ fn mask_decoder_matches_reference_before_selection() {
     let p = predictor();
     let emb = tensor::<4>(&tiny().join("image_embedding.npy"));
     let case = cases().into_iter().find(|c| c["name"] == "one_point").unwrap();
-    let (points, boxes, masks) = model_prompt(&p, &prompt_of(&case), [117, 173]);
+    let (points, boxes, masks) = p.model_prompt(&prompt_of(&case), [117, 173]);
     let (sparse, dense) = p.decoder().prompt_encoder.forward(points, boxes, masks);
     let out = p.decoder().mask_decoder.forward(emb, p.decoder().prompt_encoder.dense_pe(), sparse, dense);
     assert_close("all masks", &to_vec(out.masks), &npy::<f32>(&tiny().join("case_one_point_decoder_all_masks.npy")).0, RTOL);

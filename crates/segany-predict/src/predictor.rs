@@ -76,7 +76,7 @@ impl Default for Prompt {
     }
 }
 
-/// The predicted masks, best first is *not* implied: the order is the decoder's.
+/// The predicted masks, in the decoder's order (whole, part, subpart for multimask).
 #[derive(Debug, Clone)]
 pub struct Prediction {
     /// `N × H × W` booleans (0/1) at the original size.
@@ -265,13 +265,15 @@ impl Predictor {
         Ok(())
     }
 
-    /// Predicts masks for a prompt on the current image.
-    pub fn predict(&self, prompt: &Prompt) -> Result<Prediction, PredictError> {
-        let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
-        let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
-        self.validate(prompt, original_size)?;
+    /// A prompt in original-image pixels as the model's inputs: points and box moved to the
+    /// resized frame (in f64, as the reference), then batched tensors of one prompt.
+    pub fn model_prompt(
+        &self,
+        prompt: &Prompt,
+        original_size: [usize; 2],
+    ) -> (Option<PointPrompt>, Option<Tensor<2>>, Option<Tensor<4>>) {
+        let input_size = preprocess_shape(original_size, self.config.image_size);
         let dev = &self.device;
-
         let points = (!prompt.points.is_empty()).then(|| {
             let n = prompt.points.len();
             let coords: Vec<[f64; 2]> = prompt.points.iter().map(|p| [p.x, p.y]).collect();
@@ -291,7 +293,15 @@ impl Predictor {
             .mask_input
             .as_ref()
             .map(|m| Tensor::from_data(TensorData::new(m.clone(), [1, 1, LOW_RES, LOW_RES]), dev));
+        (points, boxes, masks)
+    }
 
+    /// Predicts masks for a prompt on the current image.
+    pub fn predict(&self, prompt: &Prompt) -> Result<Prediction, PredictError> {
+        let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
+        let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
+        self.validate(prompt, original_size)?;
+        let (points, boxes, masks) = self.model_prompt(prompt, original_size);
         let (sparse, dense) = self.decoder.prompt_encoder.forward(points, boxes, masks);
         let out = self.decoder.mask_decoder.forward(emb.tensor.clone(), self.dense_pe.clone(), sparse, dense);
         let (low_res, iou) = out.select(prompt.multimask);
