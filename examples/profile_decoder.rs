@@ -25,24 +25,24 @@ fn main() {
     let (sparse, dense) = dec.prompt_encoder.forward(Some(point()), None, None);
     time("prompt encoder", &|| {
         let (s, _) = dec.prompt_encoder.forward(Some(point()), None, None);
-        s.into_data().to_vec::<f32>().unwrap()
+        s.into_data().try_to_vec::<f32>().unwrap()
     });
     let md = &dec.mask_decoder;
     time("whole mask decoder", &|| {
-        md.forward(emb.clone(), pe.clone(), sparse.clone(), dense.clone()).masks.into_data().to_vec::<f32>().unwrap()
+        md.forward(emb.clone(), pe.clone(), sparse.clone(), dense.clone()).masks.into_data().try_to_vec::<f32>().unwrap()
     });
     let tokens = Tensor::cat(vec![md.iou_token.weight.val(), md.mask_tokens.weight.val()], 0).unsqueeze::<3>();
     let tokens = Tensor::cat(vec![tokens, sparse.clone()], 1);
     let src = emb.clone() + dense.clone();
     time("two-way transformer", &|| {
         let (hs, _) = md.transformer.forward(src.clone(), pe.clone(), tokens.clone());
-        hs.into_data().to_vec::<f32>().unwrap()
+        hs.into_data().try_to_vec::<f32>().unwrap()
     });
     let keys = Tensor::<4>::random([1, 256, 64, 64], Distribution::Normal(0.0, 1.0), &dev);
-    time("output upscaling", &|| md.output_upscaling.forward(keys.clone()).into_data().to_vec::<f32>().unwrap());
+    time("output upscaling", &|| md.output_upscaling.forward(keys.clone()).into_data().try_to_vec::<f32>().unwrap());
     let x = Tensor::<3>::random([1, 4096, 256], Distribution::Normal(0.0, 1.0), &dev);
     let a = &md.transformer.layers[0].cross_attn_token_to_image;
-    time("k_proj 4096x256->128", &|| a.k_proj.forward(x.clone()).into_data().to_vec::<f32>().unwrap());
+    time("k_proj 4096x256->128", &|| a.k_proj.forward(x.clone()).into_data().try_to_vec::<f32>().unwrap());
     let lowres = vec![0.5f32; 3 * 256 * 256];
     time("postprocess 3 masks 1283x851", &|| {
         (0..3)
