@@ -86,15 +86,19 @@ fn erf_f32(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// `exp(-z)` for `z ≥ 0`, relative error < 1e-7 (range reduction to 2^k · e^r, |r| ≤ ln2/2).
+/// `exp(-z)` for `z ≥ 0`, relative error < 1e-7: `2^-k · e^r` with `k = round(z·log₂e)`,
+/// `|r| ≤ ln2/2`. The rounding adds 1.5·2²³ so `k` lands in the low mantissa bits: no float-to-int
+/// conversion, so the loop stays vectorised.
 #[inline(always)]
 fn exp_neg(z: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
     let z = z.min(87.0);
-    // Truncation is floor here (the operand is positive) and, unlike floorf, vectorises.
-    let k = ((z * std::f32::consts::LOG2_E + 0.5) as i32) as f32;
-    let r = k * std::f32::consts::LN_2 - z; // in [-ln2/2, ln2/2]
+    let shifted = z * std::f32::consts::LOG2_E + MAGIC;
+    let k = shifted - MAGIC;
+    let r = k * std::f32::consts::LN_2 - z;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((127 - k as i32) as u32) << 23)
+    let ki = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+    p * f32::from_bits(127u32.wrapping_sub(ki) << 23)
 }
 
 impl Activation {
