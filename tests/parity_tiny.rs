@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use segany_predict::geometry::{preprocess_shape, resize_rgb_bilinear};
-use segany_predict::{Point, Predictor, Prompt, decode_image};
+use segany_predict::{Predictor, decode_image};
 use segany_weights::load_file;
 use serde_json::Value;
 
@@ -40,23 +40,6 @@ fn tensor<const D: usize>(path: &Path) -> Tensor<D> {
 
 fn cases() -> Vec<Value> {
     json(&tiny().join("cases.json"))["cases"].as_array().unwrap().clone()
-}
-
-fn prompt_of(case: &Value) -> Prompt {
-    let points = match (&case["points"], &case["labels"]) {
-        (Value::Array(p), Value::Array(l)) => p
-            .iter()
-            .zip(l)
-            .map(|(p, l)| Point { x: p[0].as_f64().unwrap(), y: p[1].as_f64().unwrap(), label: l.as_i64().unwrap() as i32 })
-            .collect(),
-        _ => vec![],
-    };
-    let bbox = case["box"].as_array().map(|b| {
-        let v: Vec<f64> = b.iter().map(|x| x.as_f64().unwrap()).collect();
-        [v[0], v[1], v[2], v[3]]
-    });
-    let mask_input = case["mask_input"].as_str().map(|f| npy::<f32>(&tiny().join(f)).0);
-    Prompt { points, bbox, mask_input, multimask: case["multimask"].as_bool().unwrap() }
 }
 
 #[test]
@@ -115,7 +98,7 @@ fn prompt_encoder_matches_reference() {
     let original = [117, 173];
     for case in cases() {
         let name = case["name"].as_str().unwrap();
-        let (points, boxes, masks) = p.model_prompt(&prompt_of(&case), original);
+        let (points, boxes, masks) = p.model_prompt(&prompt_of(&case, &tiny()), original);
         let (sparse, dense) = p.decoder().prompt_encoder.forward(points, boxes, masks);
         let (want, shape) = npy::<f32>(&tiny().join(format!("case_{name}_sparse.npy")));
         assert_eq!(sparse.dims().to_vec(), shape, "{name}: sparse shape");
@@ -143,7 +126,7 @@ fn mask_decoder_matches_reference_before_selection() {
     let p = predictor();
     let emb = tensor::<4>(&tiny().join("image_embedding.npy"));
     let case = cases().into_iter().find(|c| c["name"] == "one_point").unwrap();
-    let (points, boxes, masks) = p.model_prompt(&prompt_of(&case), [117, 173]);
+    let (points, boxes, masks) = p.model_prompt(&prompt_of(&case, &tiny()), [117, 173]);
     let (sparse, dense) = p.decoder().prompt_encoder.forward(points, boxes, masks);
     let out = p.decoder().mask_decoder.forward(emb, p.decoder().prompt_encoder.dense_pe(), sparse, dense);
     assert_close("all masks", &to_vec(out.masks), &npy::<f32>(&tiny().join("case_one_point_decoder_all_masks.npy")).0, RTOL);
@@ -157,7 +140,7 @@ fn predictor_matches_reference_for_every_prompt_kind() {
     for case in cases() {
         let name = case["name"].as_str().unwrap();
         let f = |s: &str| tiny().join(format!("case_{name}_{s}.npy"));
-        let pred = p.predict(&prompt_of(&case)).unwrap();
+        let pred = p.predict(&prompt_of(&case, &tiny())).unwrap();
         let (want_low, low_shape) = npy::<f32>(&f("low_res"));
         assert_eq!(pred.num_masks, low_shape[0], "{name}: number of masks");
         assert_close(&format!("{name} low-res logits"), &pred.low_res_logits, &want_low, RTOL);

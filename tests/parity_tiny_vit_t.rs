@@ -5,9 +5,8 @@ mod common;
 
 use burn::tensor::Device;
 use common::*;
-use segany_predict::{Point, Predictor, Prompt, decode_image};
+use segany_predict::{Predictor, decode_image};
 use segany_weights::load_file;
-use serde_json::Value;
 
 fn predictor() -> Predictor {
     let dir = tiny_vit_t();
@@ -37,17 +36,7 @@ fn mobile_sam_predictor_matches_reference_for_every_prompt_kind() {
     let [h, w] = [cases["original_size"][0].as_u64().unwrap() as usize, cases["original_size"][1].as_u64().unwrap() as usize];
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let points = match (&case["points"], &case["labels"]) {
-            (Value::Array(pts), Value::Array(ls)) => pts
-                .iter()
-                .zip(ls)
-                .map(|(q, l)| Point { x: q[0].as_f64().unwrap(), y: q[1].as_f64().unwrap(), label: l.as_i64().unwrap() as i32 })
-                .collect(),
-            _ => vec![],
-        };
-        let bbox = case["box"].as_array().map(|b| [0, 1, 2, 3].map(|i| b[i].as_f64().unwrap()));
-        let mask_input = case["mask_input"].as_str().map(|f| npy::<f32>(&tiny_vit_t().join(f)).0);
-        let prompt = Prompt { points, bbox, mask_input, multimask: case["multimask"].as_bool().unwrap() };
+        let prompt = prompt_of(case, &tiny_vit_t());
         let pred = p.predict(&prompt).unwrap();
         let f = |s: &str| tiny_vit_t().join(format!("case_{name}_{s}.npy"));
         assert_close(&format!("{name} low-res"), &pred.low_res_logits, &npy::<f32>(&f("low_res")).0, 1e-4);

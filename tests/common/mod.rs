@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use segany_model::{DecoderConfig, EncoderConfig, SamConfig, TinyVitConfig, VitConfig};
 use segany_predict::npy::{NpyElement, from_npy};
+use segany_predict::{Point, Prompt};
 use serde_json::Value;
 
 pub fn repo() -> PathBuf {
@@ -106,4 +107,19 @@ pub fn mask_iou(a: &[u8], b: &[u8]) -> f64 {
         union += (x != 0 || y != 0) as usize;
     }
     if union == 0 { 1.0 } else { inter as f64 / union as f64 }
+}
+
+/// The prompt of a `cases.json` entry; a mask input is read from the fixture directory `dir`.
+pub fn prompt_of(case: &Value, dir: &Path) -> Prompt {
+    let points = match (&case["points"], &case["labels"]) {
+        (Value::Array(p), Value::Array(l)) => p
+            .iter()
+            .zip(l)
+            .map(|(p, l)| Point { x: p[0].as_f64().unwrap(), y: p[1].as_f64().unwrap(), label: l.as_i64().unwrap() as i32 })
+            .collect(),
+        _ => vec![],
+    };
+    let bbox = case["box"].as_array().map(|b| [0, 1, 2, 3].map(|i| b[i].as_f64().unwrap()));
+    let mask_input = case["mask_input"].as_str().map(|f| npy::<f32>(&dir.join(f)).0);
+    Prompt { points, bbox, mask_input, multimask: case["multimask"].as_bool().unwrap() }
 }
