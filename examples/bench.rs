@@ -6,6 +6,9 @@
 
 use std::time::Instant;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::tensor::Device;
 use segany_predict::{Point, Predictor, Prompt, decode_image};
 
