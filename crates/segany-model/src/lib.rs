@@ -5,6 +5,7 @@
 //! (see `segany-weights`).
 
 mod common;
+mod kernels;
 pub mod config;
 pub mod image_encoder_vit;
 pub mod mask_decoder;

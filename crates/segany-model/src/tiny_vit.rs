@@ -11,7 +11,8 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{gelu, linear, zeros_param};
+use crate::common::{gelu, linear, to_vec, zeros_param};
+use crate::kernels::{Windows, conv3x3_stride2, window_attention};
 use crate::image_encoder_vit::Neck;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,13 +72,24 @@ impl Conv2dBn {
     }
 
     /// The batch norm folded into the convolution (as the reference's `Conv2d_BN.fuse` does):
-    /// `w·s` and bias `β − μ·s` with `s = γ/√(σ²+ε)`, one pass instead of five.
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `w·s` and bias `β − μ·s` with `s = γ/√(σ²+ε)`, one pass instead of five. The stem's
+    /// first, 3-channel convolution runs a direct kernel on the CPU (see `kernels`).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (scale, shift) = self.bn.scale_shift();
         let c = &self.c;
         let [out, _, _, _] = c.weight.dims();
         let weight = c.weight.val() * scale.reshape([out, 1, 1, 1]);
         let [kh, kw] = c.kernel_size;
+        let [b, c_in, h, w] = x.dims();
+        if x.device() == Device::flex() && [kh, kw] == [3, 3] && c.stride == [2, 2] && c.groups == 1 && c_in <= 4 {
+            let device = x.device();
+            let (weight, bias) = (to_vec(weight), to_vec(shift));
+            let mut out = Vec::with_capacity(b * out * h.div_ceil(2) * w.div_ceil(2));
+            for image in to_vec(x).chunks(c_in * h * w) {
+                out.extend_from_slice(&conv3x3_stride2(image, [c_in, h, w], &weight, &bias));
+            }
+            return Tensor::from_data(TensorData::new(out, [b, bias.len(), h.div_ceil(2), w.div_ceil(2)]), &device);
+        }
         let options = ConvOptions::new_with_padding(c.stride, [(kh / 2, kh / 2), (kw / 2, kw / 2)], c.dilation, c.groups);
         conv2d(x, weight, Some(shift), options)
     }
@@ -127,7 +139,7 @@ pub struct MbConv {
 }
 
 impl MbConv {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = gelu(self.conv1.forward(x.clone()));
         let y = gelu(self.conv2.forward(y));
         gelu(self.conv3.forward(y) + x)
@@ -144,7 +156,7 @@ pub struct PatchMerging {
 
 impl PatchMerging {
     /// `[B, C, H, W]` → `[B, C', H/s, W/s]`
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let x = gelu(self.conv1.forward(x));
         let x = gelu(self.conv2.forward(x));
         self.conv3.forward(x)
@@ -192,7 +204,7 @@ impl Attention {
 
     /// # Shapes
     /// - x: `[B, N, C]` (one window per batch item) → `[B, N, C]`
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, c] = x.dims();
         let heads = self.num_heads;
         let kd = c / heads;
@@ -207,6 +219,33 @@ impl Attention {
         let attn = q.matmul(k.swap_dims(2, 3)).mul_scalar((kd as f64).powf(-0.5)) + bias;
         let out = softmax(attn, 3).matmul(v).swap_dims(1, 2).reshape([b, n, c]);
         self.proj.forward(out)
+    }
+
+    /// The block's whole windowed attention on the CPU: LayerNorm and the projections as tensor
+    /// ops, partition, attention and reverse partition in one fused kernel, which also skips the
+    /// padding tokens' projections (they all equal the projection of `LayerNorm(0)`).
+    ///
+    /// # Shapes
+    /// - x: `[B, H·W, C]` → `[B, H·W, C]`
+    pub fn forward_grid_cpu(&self, x: Tensor<3>, grid: [usize; 2], window: usize) -> Tensor<3> {
+        let [b, l, c] = x.dims();
+        let device = x.device();
+        let heads = self.num_heads;
+        let qkv = to_vec(self.qkv.forward(self.norm.forward(x)));
+        let pad = to_vec(self.qkv.forward(self.norm.forward(Tensor::<3>::zeros([1, 1, c], &device))));
+        let offsets = to_vec(self.attention_biases.val());
+        let per_head = offsets.len() / heads;
+        let bias: Vec<f32> = (0..heads)
+            .flat_map(|h| self.bias_idxs.iter().map(move |&i| (h, i as usize)))
+            .map(|(h, i)| offsets[h * per_head + i])
+            .collect();
+        let geo = Windows { grid, size: window, heads, head_dim: c / heads };
+        let per_image = l * 3 * c;
+        let mut out = Vec::with_capacity(b * l * c);
+        for image in qkv.chunks(per_image) {
+            out.extend_from_slice(&window_attention(image, &pad, &bias, geo));
+        }
+        self.proj.forward(Tensor::from_data(TensorData::new(out, [b, l, c]), &device))
     }
 }
 
@@ -230,10 +269,12 @@ pub struct TinyVitBlock {
 impl TinyVitBlock {
     /// # Shapes
     /// - x: `[B, H·W, C]` → `[B, H·W, C]`
-    fn forward(&self, x: Tensor<3>, [h, w]: [usize; 2]) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, [h, w]: [usize; 2]) -> Tensor<3> {
         let [b, l, c] = x.dims();
         let ws = self.window_size;
-        let attn = if h == ws && w == ws {
+        let attn = if x.device() == Device::flex() {
+            self.attn.forward_grid_cpu(x.clone(), [h, w], ws)
+        } else if h == ws && w == ws {
             self.attn.forward(x.clone())
         } else {
             let (pb, pr) = ((ws - h % ws) % ws, (ws - w % ws) % ws);
