@@ -2,6 +2,7 @@
 
 pub mod geometry;
 pub mod image_io;
+pub mod masks;
 pub mod npy;
 pub mod predictor;
 
