@@ -73,7 +73,8 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         eprintln!("segany: no --checkpoint given: serving the page only");
     }
     for m in &models {
-        eprintln!("segany: model '{}' from {} (encoder {})", m.id, m.checkpoint.display(), &m.encoder_digest[..12]);
+        let short = m.encoder_digest.get(..12).unwrap_or(&m.encoder_digest);
+        eprintln!("segany: model '{}' from {} (encoder {short})", m.id, m.checkpoint.display());
     }
     let disk = match &config.cache_dir {
         Some(dir) => Some(cache::DiskCache::new(dir.clone()).with_context(|| format!("cannot create cache directory {}", dir.display()))?),
