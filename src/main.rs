@@ -1,5 +1,6 @@
 //! `segany`: Segment Anything on the command line.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -11,8 +12,8 @@ use anyhow::{Context, Result, bail};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use burn::tensor::Device;
-use clap::{Parser, Subcommand};
-use segany_model::Variant;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use segany_model::{SamConfig, Variant};
 use segany_predict::npy::{from_npy, to_npy};
 use segany_predict::{Point, Predictor, Prompt, RgbImage, decode_image};
 use segany_weights::{Contents, LoadedModel, load_file, save_burnpack};
@@ -83,6 +84,40 @@ enum Command {
         #[arg(long)]
         decoder_only: bool,
     },
+    /// Serve embeddings, predictions and decoder weights over HTTP (API: see the README).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Checkpoint to serve; repeat for several models (the first is the default). Its id is the
+    /// variant name (vit_b, …) or, for an unreleased configuration, the file stem.
+    #[arg(long = "checkpoint")]
+    checkpoints: Vec<PathBuf>,
+    /// Model configuration (JSON) of the --checkpoint it follows, for unreleased configurations.
+    #[arg(long = "config")]
+    configs: Vec<PathBuf>,
+    /// Address to listen on; port 0 picks a free port (the real address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Directory for cached embeddings, kept across restarts.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Megabytes of embeddings cached in memory.
+    #[arg(long, default_value_t = 256)]
+    cache_mb: usize,
+    /// Encoder jobs run at once (decoder jobs likewise, separately).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: u16,
+    /// Jobs that may wait for a worker; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 4)]
+    queue: usize,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = 32 << 20)]
+    max_body_bytes: usize,
+    /// Largest image in pixels (413 beyond), whatever its file size.
+    #[arg(long, default_value_t = segany_predict::image_io::MAX_PIXELS)]
+    max_pixels: u64,
 }
 
 fn parse_variant(s: &str) -> Result<Variant, String> {
@@ -121,18 +156,39 @@ fn device() -> Device {
     Device::flex()
 }
 
+fn read_config(path: &Path) -> Result<SamConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("bad model config {}", path.display()))
+}
+
 fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
     if !args.checkpoint.is_file() {
         bail!("checkpoint {} does not exist", args.checkpoint.display());
     }
-    let config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-            Some(serde_json::from_str(&text).with_context(|| format!("bad model config {}", path.display()))?)
-        }
-        None => None,
-    };
+    let config = args.config.as_deref().map(read_config).transpose()?;
     Ok(load_file(&args.checkpoint, config.as_ref(), args.model, &device())?)
+}
+
+/// Pairs each `--config` with the `--checkpoint` before it on the command line.
+fn model_specs(args: &ServeArgs, matches: &ArgMatches) -> Result<Vec<segany_server::ModelSpec>> {
+    let positions = |id: &str| -> Vec<usize> { matches.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
+    let (checkpoint_at, config_at) = (positions("checkpoints"), positions("configs"));
+    let mut configs: Vec<Option<SamConfig>> = vec![None; args.checkpoints.len()];
+    for (path, at) in args.configs.iter().zip(config_at) {
+        let Some(owner) = checkpoint_at.iter().rposition(|&c| c < at) else {
+            bail!("--config {} comes before any --checkpoint: put it after the checkpoint it describes", path.display());
+        };
+        if configs[owner].is_some() {
+            bail!("two --config options follow --checkpoint {}", args.checkpoints[owner].display());
+        }
+        configs[owner] = Some(read_config(path)?);
+    }
+    Ok(args
+        .checkpoints
+        .iter()
+        .zip(configs)
+        .map(|(checkpoint, config)| segany_server::ModelSpec { checkpoint: checkpoint.clone(), config })
+        .collect())
 }
 
 fn predictor(args: &ModelArgs) -> Result<Predictor> {
@@ -149,7 +205,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
     match cli.command {
         Command::Embed { model, image, out } => {
             let image = read_image(&image)?;
@@ -199,12 +255,29 @@ fn run(cli: Cli) -> Result<()> {
             let contents = if decoder_only { Contents::DecoderOnly } else { Contents::Full };
             save_burnpack(&loaded, contents, f16, &out)?;
         }
+        Command::Serve(args) => {
+            let serve_matches = matches.subcommand_matches("serve").expect("the serve subcommand");
+            let config = segany_server::ServerConfig {
+                addr: args.addr,
+                cache_dir: args.cache_dir.clone(),
+                memory_cache_bytes: args.cache_mb << 20,
+                workers: args.workers as usize,
+                queue: args.queue,
+                max_body_bytes: args.max_body_bytes,
+                max_pixels: args.max_pixels,
+                ..segany_server::ServerConfig::new(model_specs(&args, serve_matches)?)
+            };
+            segany_server::serve(config)?;
+        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    // The matches too: `serve` pairs options by their position on the command line.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 /// An 8-bit RGB image, row-major `h × w × 3`.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,10 +15,44 @@ pub struct RgbImage {
 /// The largest side we accept; SAM sees 1024 pixels anyway, and this keeps a hostile file from
 /// asking for gigabytes.
 pub const MAX_SIDE: u32 = 16_384;
+/// The most pixels we decode (128 Mpx, ~400 MB as RGB8), whatever the sides: a small file can
+/// claim a huge image (a decompression bomb).
+pub const MAX_PIXELS: u64 = 1 << 27;
 const MAX_ALLOC: u64 = 1 << 30;
 
+/// Why an image was refused, so that a server can answer with the right status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageErrorKind {
+    /// Not an image format we recognise at all.
+    Unrecognised,
+    /// A recognised format we do not decode (GIF, BMP, TIFF, …).
+    Unsupported,
+    /// Over [`MAX_SIDE`], the pixel limit or the allocation limit.
+    TooLarge,
+    /// A supported format that does not decode: truncated or corrupt.
+    Corrupt,
+}
+
+/// The message, and what kind of refusal it is.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ImageError(pub String);
+pub struct ImageError(pub String, pub ImageErrorKind);
+
+impl ImageError {
+    pub fn kind(&self) -> ImageErrorKind {
+        self.1
+    }
+}
+
+impl From<image::ImageError> for ImageError {
+    fn from(e: image::ImageError) -> Self {
+        let kind = match &e {
+            image::ImageError::Limits(_) => ImageErrorKind::TooLarge,
+            image::ImageError::Unsupported(_) => ImageErrorKind::Unsupported,
+            _ => ImageErrorKind::Corrupt,
+        };
+        ImageError(e.to_string(), kind)
+    }
+}
 
 impl std::fmt::Display for ImageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,27 +62,67 @@ impl std::fmt::Display for ImageError {
 
 impl std::error::Error for ImageError {}
 
-/// Decodes an encoded image, applying its EXIF orientation.
-pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(ImageError("unknown format (expected JPEG, PNG or WebP)".into()));
+/// `[h, w]` of an encoded image as stored (before EXIF orientation), read from its header only:
+/// refuses what [`decode_image_limited`] would refuse before decoding any pixel.
+pub fn image_size(bytes: &[u8], max_pixels: u64) -> Result<[usize; 2], ImageError> {
+    let (w, h) = reader(bytes)?.into_dimensions()?;
+    check_pixels(w, h, max_pixels)?;
+    Ok([h as usize, w as usize])
+}
+
+/// A reader for a supported format, with our limits.
+fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
+    let corrupt = |e: std::io::Error| ImageError(e.to_string(), ImageErrorKind::Corrupt);
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(corrupt)?;
+    match reader.format() {
+        None if bytes.is_empty() => return Err(ImageError("no data".into(), ImageErrorKind::Unrecognised)),
+        None => {
+            return Err(ImageError("unknown format (expected JPEG, PNG or WebP)".into(), ImageErrorKind::Unrecognised));
+        }
+        Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) => {}
+        Some(other) => {
+            return Err(ImageError(
+                format!(
+                    "{} images are not supported (expected JPEG, PNG or WebP)",
+                    other.extensions_str().first().map_or_else(|| format!("{other:?}"), |e| e.to_uppercase())
+                ),
+                ImageErrorKind::Unsupported,
+            ));
+        }
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| ImageError(e.to_string()))?;
-    let orientation = decoder.orientation().map_err(|e| ImageError(e.to_string()))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| ImageError(e.to_string()))?;
+    Ok(reader)
+}
+
+fn check_pixels(w: u32, h: u32, max_pixels: u64) -> Result<(), ImageError> {
+    let n = w as u64 * h as u64;
+    if n > max_pixels {
+        return Err(ImageError(format!("{w}×{h} = {n} pixels is over the limit of {max_pixels} pixels"), ImageErrorKind::TooLarge));
+    }
+    Ok(())
+}
+
+/// Decodes an encoded image, applying its EXIF orientation.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    decode_image_limited(bytes, MAX_PIXELS)
+}
+
+/// [`decode_image`] with a lower pixel limit (a server's).
+pub fn decode_image_limited(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
+    let mut decoder = reader(bytes)?.into_decoder()?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(w, h, max_pixels)?;
+    let orientation = decoder.orientation()?;
+    let mut img = DynamicImage::from_decoder(decoder)?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
     let (w, h) = rgb.dimensions();
     if w == 0 || h == 0 {
-        return Err(ImageError("empty image".into()));
+        return Err(ImageError("empty image".into(), ImageErrorKind::Corrupt));
     }
     Ok(RgbImage { height: h as usize, width: w as usize, data: rgb.into_raw() })
 }
@@ -137,6 +211,44 @@ mod tests {
         png[29..33].copy_from_slice(&crc.to_be_bytes());
         let err = decode_image(&png).unwrap_err();
         assert!(err.0.to_lowercase().contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn refusals_say_what_kind_they_are() {
+        use ImageErrorKind::*;
+        let kind = |bytes: &[u8]| decode_image(bytes).unwrap_err().kind();
+        assert_eq!(kind(b""), Unrecognised);
+        assert_eq!(kind(b"definitely not an image"), Unrecognised);
+        for (magic, name) in [(&b"GIF89a\x01\0\x01\0\0\0\0"[..], "GIF"), (b"BM\0\0\0\0\0\0\0\0\0\0", "BMP"), (b"II*\0\x08\0\0\0", "TIF")] {
+            let err = decode_image(magic).unwrap_err();
+            assert_eq!(err.kind(), Unsupported, "{name}");
+            assert!(err.0.starts_with(name), "{err}");
+        }
+        let rgb = ImageBuffer::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, 9]));
+        for format in [ImageFormat::Png, ImageFormat::Jpeg] {
+            let bytes = encode(&rgb, format);
+            assert_eq!(kind(&bytes[..bytes.len() / 2]), Corrupt, "truncated {format:?}");
+        }
+        let png = encode(&rgb, ImageFormat::Png);
+        let err = decode_image_limited(&png, 40 * 30 - 1).unwrap_err();
+        assert_eq!(err.kind(), TooLarge);
+        assert!(err.0.contains("40×30 = 1200 pixels"), "{err}");
+        assert!(decode_image_limited(&png, 40 * 30).is_ok());
+        assert_eq!(image_size(&png, 40 * 30).unwrap(), [30, 40]);
+        assert_eq!(image_size(&png, 40 * 30 - 1).unwrap_err().kind(), TooLarge);
+    }
+
+    #[test]
+    fn a_small_file_claiming_too_many_pixels_is_refused_before_decoding() {
+        // 12000 × 12000 is within MAX_SIDE but over MAX_PIXELS.
+        let mut png = encode(&ImageBuffer::from_fn(1, 1, |_, _| Luma([0u8])), ImageFormat::Png);
+        png[16..20].copy_from_slice(&12_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&12_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_image(&png).unwrap_err();
+        assert_eq!(err.kind(), ImageErrorKind::TooLarge);
+        assert!(err.0.contains("over the limit"), "{err}");
     }
 
     fn crc32(bytes: &[u8]) -> u32 {

@@ -2,8 +2,10 @@
 
 pub mod geometry;
 pub mod image_io;
+pub mod masks;
 pub mod npy;
 pub mod predictor;
+pub mod wire;
 
-pub use image_io::{RgbImage, decode_image};
+pub use image_io::{ImageError, ImageErrorKind, RgbImage, decode_image, decode_image_limited, image_size};
 pub use predictor::{EmbeddingMeta, ImageEmbedding, Point, PredictError, Prediction, Predictor, Prompt};

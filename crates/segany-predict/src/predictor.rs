@@ -109,8 +109,9 @@ impl Prediction {
 pub enum PredictError {
     NoImage,
     NoEncoder,
-    PointOutside { x: f64, y: f64, width: usize, height: usize },
-    BadLabel(i32),
+    /// Point `index` of the prompt lies outside the image.
+    PointOutside { index: usize, x: f64, y: f64, width: usize, height: usize },
+    BadLabel { index: usize, label: i32 },
     BadBox([f64; 4]),
     BadMaskInput(usize),
     EmbeddingMismatch { reason: String },
@@ -121,10 +122,10 @@ impl std::fmt::Display for PredictError {
         match self {
             Self::NoImage => write!(f, "no image is set: call set_image or set_embedding first"),
             Self::NoEncoder => write!(f, "this model has no image encoder (decoder-only weights): give it an embedding"),
-            Self::PointOutside { x, y, width, height } => {
+            Self::PointOutside { x, y, width, height, .. } => {
                 write!(f, "point ({x}, {y}) is outside the {width}×{height} image")
             }
-            Self::BadLabel(l) => write!(f, "point label {l} is neither 1 (foreground) nor 0 (background)"),
+            Self::BadLabel { label, .. } => write!(f, "point label {label} is neither 1 (foreground) nor 0 (background)"),
             Self::BadBox(b) => write!(f, "box {b:?} is not x0 ≤ x1, y0 ≤ y1 inside the image"),
             Self::BadMaskInput(n) => write!(f, "mask input has {n} values, expected 256×256 = 65536"),
             Self::EmbeddingMismatch { reason } => write!(f, "embedding does not fit this model: {reason}"),
@@ -133,6 +134,20 @@ impl std::fmt::Display for PredictError {
 }
 
 impl std::error::Error for PredictError {}
+
+impl PredictError {
+    /// The prompt field at fault, spelt as in a serialised [`Prompt`] (`points[1]`, `box`,
+    /// `mask_input`), so that an API can name it.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            Self::PointOutside { index, .. } => Some(format!("points[{index}]")),
+            Self::BadLabel { index, .. } => Some(format!("points[{index}].label")),
+            Self::BadBox(_) => Some("box".into()),
+            Self::BadMaskInput(_) => Some("mask_input".into()),
+            Self::NoImage | Self::NoEncoder | Self::EmbeddingMismatch { .. } => None,
+        }
+    }
+}
 
 /// An embedding cache of one image plus the decoder.
 pub struct Predictor {
@@ -194,12 +209,13 @@ impl Predictor {
         (Tensor::from_data(TensorData::new(input, [1, 3, s, s]), &self.device), [h, w])
     }
 
-    /// Computes the image embedding (the heavy step) and keeps it for the following predictions.
-    pub fn set_image(&mut self, image: &RgbImage) -> Result<&ImageEmbedding, PredictError> {
+    /// Computes the image embedding (the heavy step) without keeping it: for callers that hold
+    /// many images' embeddings themselves (the server's cache).
+    pub fn embed(&self, image: &RgbImage) -> Result<ImageEmbedding, PredictError> {
         let encoder = self.encoder.as_ref().ok_or(PredictError::NoEncoder)?;
         let (input, input_size) = self.preprocess(image);
         let tensor = encoder.forward(input);
-        self.embedding = Some(ImageEmbedding {
+        Ok(ImageEmbedding {
             tensor,
             meta: EmbeddingMeta {
                 variant: self.variant.map(|v| v.name().to_string()),
@@ -207,13 +223,35 @@ impl Predictor {
                 input_size,
                 original_size: [image.height, image.width],
             },
-        });
-        Ok(self.embedding.as_ref().expect("just set"))
+        })
+    }
+
+    /// Computes the image embedding and keeps it for the following predictions.
+    pub fn set_image(&mut self, image: &RgbImage) -> Result<&ImageEmbedding, PredictError> {
+        let embedding = self.embed(image)?;
+        Ok(self.embedding.insert(embedding))
     }
 
     /// Uses an embedding computed elsewhere (the server, another process, WebGPU). It must come from
     /// the same encoder weights.
     pub fn set_embedding(&mut self, values: Vec<f32>, meta: EmbeddingMeta) -> Result<(), PredictError> {
+        self.embedding = Some(self.embedding_from(values, meta)?);
+        Ok(())
+    }
+
+    /// An embedding from its values `[1, C, 64, 64]` row-major, checked to fit this model (see
+    /// [`Predictor::set_embedding`]), without keeping it.
+    pub fn embedding_from(&self, values: Vec<f32>, meta: EmbeddingMeta) -> Result<ImageEmbedding, PredictError> {
+        let c = self.config.prompt_embed_dim;
+        let e = self.config.embedding_size();
+        self.check_embedding(&meta, values.len())?;
+        let tensor = Tensor::from_data(TensorData::new(values, [1, c, e, e]), &self.device);
+        Ok(ImageEmbedding { tensor, meta })
+    }
+
+    /// An embedding fits when it comes from this model's encoder weights, has the embedding's
+    /// number of values (`len`) and a consistent geometry.
+    pub fn check_embedding(&self, meta: &EmbeddingMeta, len: usize) -> Result<(), PredictError> {
         let c = self.config.prompt_embed_dim;
         let e = self.config.embedding_size();
         if meta.encoder_digest != self.encoder_digest {
@@ -225,10 +263,8 @@ impl Predictor {
                 ),
             });
         }
-        if values.len() != c * e * e {
-            return Err(PredictError::EmbeddingMismatch {
-                reason: format!("{} values, expected 1×{c}×{e}×{e}", values.len()),
-            });
+        if len != c * e * e {
+            return Err(PredictError::EmbeddingMismatch { reason: format!("{len} values, expected 1×{c}×{e}×{e}") });
         }
         let [oh, ow] = meta.original_size;
         if oh == 0 || ow == 0 || meta.input_size != preprocess_shape(meta.original_size, self.config.image_size) {
@@ -236,20 +272,18 @@ impl Predictor {
                 reason: format!("input size {:?} does not follow from original size {:?}", meta.input_size, meta.original_size),
             });
         }
-        let tensor = Tensor::from_data(TensorData::new(values, [1, c, e, e]), &self.device);
-        self.embedding = Some(ImageEmbedding { tensor, meta });
         Ok(())
     }
 
     /// Checks a prompt against the current image.
     fn validate(&self, prompt: &Prompt, [h, w]: [usize; 2]) -> Result<(), PredictError> {
         let inside = |x: f64, y: f64| x.is_finite() && y.is_finite() && (0.0..=w as f64).contains(&x) && (0.0..=h as f64).contains(&y);
-        for p in &prompt.points {
+        for (index, p) in prompt.points.iter().enumerate() {
             if !inside(p.x, p.y) {
-                return Err(PredictError::PointOutside { x: p.x, y: p.y, width: w, height: h });
+                return Err(PredictError::PointOutside { index, x: p.x, y: p.y, width: w, height: h });
             }
             if p.label != 0 && p.label != 1 {
-                return Err(PredictError::BadLabel(p.label));
+                return Err(PredictError::BadLabel { index, label: p.label });
             }
         }
         if let Some(b) = prompt.bbox
@@ -298,7 +332,14 @@ impl Predictor {
 
     /// Predicts masks for a prompt on the current image.
     pub fn predict(&self, prompt: &Prompt) -> Result<Prediction, PredictError> {
-        let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
+        self.predict_with(self.embedding.as_ref().ok_or(PredictError::NoImage)?, prompt)
+    }
+
+    /// Predicts masks for a prompt on the image of `emb`, which must come from this model's
+    /// encoder weights: the computation behind [`Predictor::predict`], for callers that keep
+    /// embeddings themselves.
+    pub fn predict_with(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<Prediction, PredictError> {
+        self.check_embedding(&emb.meta, emb.dims().iter().product())?;
         let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
         self.validate(prompt, original_size)?;
         let (points, boxes, masks) = self.model_prompt(prompt, original_size);

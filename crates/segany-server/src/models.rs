@@ -1,0 +1,142 @@
+//! The models a server holds: loaded once at start, each with its id, its encoder digest and its
+//! decoder weights for the browser, serialised once.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use segany_model::{SamConfig, Variant};
+use segany_predict::Predictor;
+use segany_predict::wire::Dtype;
+use segany_weights::{Contents, load_file, save_burnpack};
+use sha2::{Digest, Sha256};
+
+/// A checkpoint to serve, and the configuration to build it with when it is not a released variant.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub checkpoint: PathBuf,
+    pub config: Option<SamConfig>,
+}
+
+/// Burnpack bytes of the prompt encoder and mask decoder (what the page downloads).
+pub struct DecoderWeights {
+    pub bytes: Vec<u8>,
+    /// SHA-256 (hex) of `bytes`: the `ETag`.
+    pub sha256: String,
+}
+
+pub struct Model {
+    /// The variant name for a released variant, else the checkpoint's file stem.
+    pub id: String,
+    pub checkpoint: PathBuf,
+    pub variant: Option<Variant>,
+    pub encoder_digest: String,
+    /// `[1, C, 64, 64]`
+    pub embedding_shape: [usize; 4],
+    pub predictor: Predictor,
+    pub decoder_f16: DecoderWeights,
+    pub decoder_f32: DecoderWeights,
+}
+
+impl Model {
+    pub fn decoder(&self, dtype: Dtype) -> &DecoderWeights {
+        match dtype {
+            Dtype::F16 => &self.decoder_f16,
+            Dtype::F32 => &self.decoder_f32,
+        }
+    }
+}
+
+/// Keeps ids usable in URLs, query strings and cache paths.
+fn sanitise(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}
+
+/// Loads every checkpoint; two with the same id are an error naming both.
+pub fn load_all(specs: &[ModelSpec], device: &Device) -> Result<Vec<Model>> {
+    let mut models: Vec<Model> = Vec::new();
+    for spec in specs {
+        let model = load(spec, device)?;
+        if let Some(other) = models.iter().find(|m| m.id == model.id) {
+            bail!(
+                "{} and {} would both be served as model '{}': give one of them another file name",
+                other.checkpoint.display(),
+                spec.checkpoint.display(),
+                model.id
+            );
+        }
+        models.push(model);
+    }
+    Ok(models)
+}
+
+fn load(spec: &ModelSpec, device: &Device) -> Result<Model> {
+    let path = &spec.checkpoint;
+    if !path.is_file() {
+        bail!("checkpoint {} does not exist", path.display());
+    }
+    let loaded = load_file(path, spec.config.as_ref(), None, device)
+        .with_context(|| format!("cannot load checkpoint {}", path.display()))?;
+    let id = match loaded.variant {
+        Some(v) => v.name().to_string(),
+        None => sanitise(&path.file_stem().unwrap_or_default().to_string_lossy()),
+    };
+    let decoder_f16 = decoder_weights(&loaded, true)?;
+    let decoder_f32 = decoder_weights(&loaded, false)?;
+    let e = loaded.config.embedding_size();
+    let embedding_shape = [1, loaded.config.prompt_embed_dim, e, e];
+    let variant = loaded.variant;
+    let encoder_digest = loaded.encoder_digest.clone();
+    Ok(Model {
+        id,
+        checkpoint: path.clone(),
+        variant,
+        encoder_digest,
+        embedding_shape,
+        predictor: Predictor::new(loaded, device.clone()),
+        decoder_f16,
+        decoder_f32,
+    })
+}
+
+/// The decoder-only burnpack, as `segany convert --decoder-only [--f16]` writes it.
+fn decoder_weights(model: &segany_model::SamModel, half: bool) -> Result<DecoderWeights> {
+    let tmp = TempFile::new("decoder.bpk");
+    save_burnpack(model, Contents::DecoderOnly, half, &tmp.0).context("cannot serialise the decoder weights")?;
+    let bytes = std::fs::read(&tmp.0).with_context(|| format!("cannot read back {}", tmp.0.display()))?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    Ok(DecoderWeights { bytes, sha256 })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TempFile(std::env::temp_dir().join(format!("segany-{}-{n}-{name}", std::process::id())))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_to_url_safe_characters() {
+        assert_eq!(sanitise("my model (v2).final"), "my_model__v2_.final");
+        assert_eq!(sanitise("vit_b-ft"), "vit_b-ft");
+    }
+}

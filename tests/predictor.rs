@@ -1,0 +1,63 @@
+//! The predictor's one path, as callers that keep embeddings themselves use it (the server):
+//! `embed` + `predict_with` give exactly what `set_image` + `predict` give.
+
+mod common;
+
+use burn::tensor::Device;
+use common::*;
+use segany_predict::{Point, PredictError, Predictor, Prompt, decode_image};
+use segany_weights::load_file;
+
+fn predictor() -> Predictor {
+    let dir = tiny();
+    let m = load_file(&dir.join("checkpoint.pth"), Some(&fixture_config(&dir)), None, &Device::flex()).unwrap();
+    Predictor::new(m, Device::flex())
+}
+
+#[test]
+fn embed_and_predict_with_equal_set_image_and_predict_for_every_case() {
+    let mut p = predictor();
+    let image = decode_image(&std::fs::read(tiny().join("image.png")).unwrap()).unwrap();
+    let emb = p.embed(&image).unwrap();
+    assert!(p.embedding().is_none(), "embed keeps nothing");
+    let stored = p.set_image(&image).unwrap().to_vec();
+    assert_eq!(emb.to_vec(), stored);
+    let cases = json(&tiny().join("cases.json"));
+    for case in cases["cases"].as_array().unwrap() {
+        let prompt = prompt_of(case, &tiny());
+        let want = p.predict(&prompt).unwrap();
+        let got = p.predict_with(&emb, &prompt).unwrap();
+        let name = case["name"].as_str().unwrap();
+        assert_eq!(got.masks, want.masks, "{name}");
+        assert_eq!(got.iou_predictions, want.iou_predictions, "{name}");
+        assert_eq!(got.low_res_logits, want.low_res_logits, "{name}");
+        // Rebuilt from its values (as from a cache), the embedding predicts the same.
+        let rebuilt = p.embedding_from(emb.to_vec(), emb.meta.clone()).unwrap();
+        assert_eq!(p.predict_with(&rebuilt, &prompt).unwrap().masks, want.masks, "{name}");
+    }
+}
+
+#[test]
+fn predict_with_refuses_an_embedding_of_other_weights() {
+    let p = predictor();
+    let image = decode_image(&std::fs::read(tiny().join("image.png")).unwrap()).unwrap();
+    let mut emb = p.embed(&image).unwrap();
+    emb.meta.encoder_digest = "0".repeat(64);
+    let prompt = Prompt { points: vec![Point { x: 10.0, y: 10.0, label: 1 }], ..Default::default() };
+    assert!(matches!(p.predict_with(&emb, &prompt), Err(PredictError::EmbeddingMismatch { .. })));
+}
+
+#[test]
+fn prompt_errors_name_the_field_at_fault() {
+    let p = predictor();
+    let image = decode_image(&std::fs::read(tiny().join("image.png")).unwrap()).unwrap();
+    let emb = p.embed(&image).unwrap();
+    let field = |prompt: Prompt| p.predict_with(&emb, &prompt).unwrap_err().field();
+    let ok = Point { x: 10.0, y: 10.0, label: 1 };
+    let outside = Point { x: 10.0, y: 500.0, label: 1 };
+    assert_eq!(field(Prompt { points: vec![ok, outside], ..Default::default() }).as_deref(), Some("points[1]"));
+    let bad_label = Point { label: 2, ..ok };
+    assert_eq!(field(Prompt { points: vec![bad_label], ..Default::default() }).as_deref(), Some("points[0].label"));
+    assert_eq!(field(Prompt { bbox: Some([50.0, 10.0, 20.0, 30.0]), ..Default::default() }).as_deref(), Some("box"));
+    assert_eq!(field(Prompt { mask_input: Some(vec![0.0; 7]), ..Default::default() }).as_deref(), Some("mask_input"));
+}
