@@ -28,27 +28,24 @@ fn parallel_for(n: usize, min_chunk: usize, f: impl Fn(std::ops::Range<usize>) +
 }
 
 /// The widest instruction set the kernels are compiled for that this CPU has.
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isa {
     Portable,
-    #[cfg(target_arch = "x86_64")]
     Avx2,
-    #[cfg(target_arch = "x86_64")]
     Avx512,
 }
 
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+        Isa::Avx512
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Isa::Avx2
+    } else {
+        Isa::Portable
     }
-    Isa::Portable
 }
 
 /// Defines `fn $name(args)` that runs the `#[inline(always)]` generic body `$body::<FMA>`

@@ -197,15 +197,18 @@ fn runs_from_string(s: &str) -> Result<Vec<u32>, RleError> {
     Ok(runs)
 }
 
+/// A row-major mask from rows of '#' (1) and '.' (0), for the tests of this crate.
+#[cfg(test)]
+pub(crate) fn test_mask(rows: &[&str]) -> (Vec<u8>, [usize; 2]) {
+    let data = rows.iter().flat_map(|r| r.bytes().map(|b| (b == b'#') as u8)).collect();
+    (data, [rows.len(), rows[0].len()])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A row-major mask from rows of '#' (1) and '.' (0).
-    fn mask(rows: &[&str]) -> (Vec<u8>, [usize; 2]) {
-        let data = rows.iter().flat_map(|r| r.bytes().map(|b| (b == b'#') as u8)).collect();
-        (data, [rows.len(), rows[0].len()])
-    }
+    use crate::masks::test_mask as mask;
 
     #[test]
     fn runs_go_down_columns_starting_with_zeros() {

@@ -90,6 +90,26 @@ pub struct Prediction {
     pub size: [usize; 2],
 }
 
+/// Low-resolution outputs of a batch of prompts ([`Predictor::predict_batch`]).
+#[derive(Debug, Clone)]
+pub struct BatchPrediction {
+    /// `[batch, num_masks, 256, 256]` row-major.
+    pub low_res_logits: Vec<f32>,
+    /// `[batch, num_masks]`
+    pub iou_predictions: Vec<f32>,
+    pub batch: usize,
+    pub num_masks: usize,
+}
+
+impl BatchPrediction {
+    /// Low-resolution logits of mask `m` of prompt `b`.
+    pub fn low_res(&self, b: usize, m: usize) -> &[f32] {
+        let n = LOW_RES * LOW_RES;
+        let i = b * self.num_masks + m;
+        &self.low_res_logits[i * n..(i + 1) * n]
+    }
+}
+
 impl Prediction {
     pub fn mask(&self, i: usize) -> &[u8] {
         let n = self.size[0] * self.size[1];
@@ -115,6 +135,8 @@ pub enum PredictError {
     BadBox([f64; 4]),
     BadMaskInput(usize),
     EmbeddingMismatch { reason: String },
+    /// The prompts of one batch differ in shape (number of points, box or not).
+    UnevenBatch,
 }
 
 impl std::fmt::Display for PredictError {
@@ -129,6 +151,7 @@ impl std::fmt::Display for PredictError {
             Self::BadBox(b) => write!(f, "box {b:?} is not x0 ≤ x1, y0 ≤ y1 inside the image"),
             Self::BadMaskInput(n) => write!(f, "mask input has {n} values, expected 256×256 = 65536"),
             Self::EmbeddingMismatch { reason } => write!(f, "embedding does not fit this model: {reason}"),
+            Self::UnevenBatch => write!(f, "the prompts of a batch must have the same number of points and all or none a box"),
         }
     }
 }
@@ -144,7 +167,7 @@ impl PredictError {
             Self::BadLabel { index, .. } => Some(format!("points[{index}].label")),
             Self::BadBox(_) => Some("box".into()),
             Self::BadMaskInput(_) => Some("mask_input".into()),
-            Self::NoImage | Self::NoEncoder | Self::EmbeddingMismatch { .. } => None,
+            Self::NoImage | Self::NoEncoder | Self::EmbeddingMismatch { .. } | Self::UnevenBatch => None,
         }
     }
 }
@@ -368,6 +391,52 @@ impl Predictor {
         let mut masks = Vec::with_capacity(n * oh * ow);
         per_mask.into_iter().for_each(|m| masks.extend(m));
         Ok(Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size })
+    }
+
+    /// Decodes many prompts at once: one decoder run over a batch of `B` prompts on the image of
+    /// `emb` (automatic mask generation's point grid, detector boxes). The prompts must agree in
+    /// shape — the same number of points, all with or all without a box, and no mask input — as
+    /// the decoder's batch dimension requires. Returns the low-resolution logits only; callers
+    /// upscale what they keep (see [`upscale_logits`]).
+    ///
+    /// # Shapes
+    /// - → low_res `[B, N, 256, 256]`, iou `[B, N]`, N = 3 for multimask, 1 otherwise
+    pub fn predict_batch(&self, emb: &ImageEmbedding, prompts: &[Prompt], multimask: bool) -> Result<BatchPrediction, PredictError> {
+        self.check_embedding(&emb.meta, emb.dims().iter().product())?;
+        let original_size = emb.meta.original_size;
+        let Some(first) = prompts.first() else {
+            return Ok(BatchPrediction { low_res_logits: Vec::new(), iou_predictions: Vec::new(), batch: 0, num_masks: 0 });
+        };
+        for p in prompts {
+            self.validate(p, original_size)?;
+            if p.points.len() != first.points.len() || p.bbox.is_some() != first.bbox.is_some() {
+                return Err(PredictError::UnevenBatch);
+            }
+            if p.mask_input.is_some() {
+                return Err(PredictError::BadMaskInput(0));
+            }
+        }
+        let (mut points, mut boxes) = (Vec::new(), Vec::new());
+        for p in prompts {
+            let (pt, bx, _) = self.model_prompt(p, original_size);
+            points.extend(pt);
+            boxes.extend(bx);
+        }
+        let points = (!points.is_empty()).then(|| PointPrompt {
+            coords: Tensor::cat(points.iter().map(|p| p.coords.clone()).collect(), 0),
+            labels: Tensor::cat(points.into_iter().map(|p| p.labels).collect(), 0),
+        });
+        let boxes = (!boxes.is_empty()).then(|| Tensor::cat(boxes, 0));
+        let (sparse, dense) = self.decoder.prompt_encoder.forward(points, boxes, None);
+        let out = self.decoder.mask_decoder.forward(emb.tensor.clone(), self.dense_pe.clone(), sparse, dense);
+        let (low_res, iou) = out.select(multimask);
+        let [batch, num_masks, _, _] = low_res.dims();
+        Ok(BatchPrediction {
+            low_res_logits: low_res.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits"),
+            iou_predictions: iou.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 iou"),
+            batch,
+            num_masks,
+        })
     }
 
     /// Full-resolution logits of mask `i` of a prediction (what thresholding at 0 turns into the mask).
