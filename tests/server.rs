@@ -482,6 +482,99 @@ fn predictions_by_hash_and_by_bytes_decode_to_the_predictors_masks() {
     srv.healthy();
 }
 
+/// Settings under which the random tiny model keeps several masks (see
+/// scripts/make_everything_fixtures.py).
+const KEEP_MASKS: &str =
+    "points_per_side=8&pred_iou_thresh=0.5&stability_score_thresh=0.3&stability_score_offset=0.05&box_nms_thresh=1.0";
+
+/// The same masks in the same order: equal RLE, boxes and points, scores to f32 tolerance
+/// (the server's decoder batches run on other threads).
+fn assert_same_masks(got: &Value, want: &Value) {
+    let (got, want) = (got.as_array().unwrap(), want.as_array().unwrap());
+    assert_eq!(got.len(), want.len(), "number of masks");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        for key in ["segmentation", "area", "bbox", "point_coords", "crop_box"] {
+            assert_eq!(g[key], w[key], "mask {i}: {key}");
+        }
+        for key in ["predicted_iou", "stability_score"] {
+            let (a, b) = (g[key].as_f64().unwrap(), w[key].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-5, "mask {i}: {key} {a} vs {b}");
+        }
+    }
+}
+
+fn post_everything(srv: &Server, query: &str, body: &[u8], json_body: bool) -> Reply {
+    let req = agent().post(srv.url(&format!("/api/v1/everything{query}")));
+    let req = if json_body { req.content_type("application/json") } else { req };
+    reply(req.send(body))
+}
+
+#[test]
+fn everything_by_bytes_and_by_hash_equals_the_generator_and_bad_settings_name_the_field() {
+    use segany_predict::everything::{self, EverythingSettings};
+    let srv = Server::start(&tiny_args());
+    let image = tiny_image();
+    let sha = sha_hex(&image);
+    let settings = EverythingSettings {
+        points_per_side: 8,
+        pred_iou_thresh: 0.5,
+        stability_score_thresh: 0.3,
+        stability_score_offset: 0.05,
+        box_nms_thresh: 1.0,
+        ..Default::default()
+    };
+    let want = everything::generate(&tiny_predictor(), &decode_image(&image).unwrap(), &settings, &mut |_, _| {}).unwrap();
+    assert!(want.len() > 1);
+    let want = serde_json::to_value(&want).unwrap();
+
+    let r = post_everything(&srv, &format!("?model={TINY}&{KEEP_MASKS}"), &image, false);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!((j["model"].as_str(), j["image_sha256"].as_str()), (Some(TINY), Some(sha.as_str())));
+    assert_eq!(j["size"], json!([117, 173]));
+    assert_same_masks(&j["masks"], &want);
+    let counts = j["masks"][0]["segmentation"]["counts"].as_str().expect("compressed COCO counts");
+    let rle: Rle = serde_json::from_value(j["masks"][0]["segmentation"].clone()).unwrap();
+    assert_eq!(rle.area().unwrap(), j["masks"][0]["area"].as_u64().unwrap(), "{counts}");
+
+    // The image is now embedded: by hash, settings in JSON; a repeat is a cache hit.
+    let body = json!({"image_sha256": sha, "settings": serde_json::to_value(&settings).unwrap()});
+    let r = post_everything(&srv, "", body.to_string().as_bytes(), true);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_same_masks(&r.json()["masks"], &want);
+    assert_eq!(r.header("x-segany-cache"), Some("hit"));
+    // And by base64 bytes.
+    let body = json!({"image": BASE64.encode(&image), "settings": {"points_per_side": 8, "pred_iou_thresh": 0.5,
+        "stability_score_thresh": 0.3, "stability_score_offset": 0.05, "box_nms_thresh": 1.0}});
+    let r = post_everything(&srv, "", body.to_string().as_bytes(), true);
+    assert_eq!(r.status, 200);
+    assert_same_masks(&r.json()["masks"], &want);
+
+    let bad = |query: &str, body: &[u8], json_body: bool, field: &str| {
+        let r = post_everything(&srv, query, body, json_body);
+        assert_eq!(r.status, 400, "{query}: {}", String::from_utf8_lossy(&r.body));
+        let (msg, f) = r.error();
+        assert_eq!(f.as_deref(), Some(field), "{query}: {msg}");
+    };
+    bad("?points_per_side=abc", &image, false, "points_per_side");
+    bad("?points_per_side=0", &image, false, "points_per_side");
+    bad("?points_per_side=2.5", &image, false, "points_per_side");
+    bad("?crop_overlap_ratio=1.5", &image, false, "crop_overlap_ratio");
+    bad("?pred_iou_thresh=-1", &image, false, "pred_iou_thresh");
+    bad("?points_per_sidе=8", &image, false, "points_per_sidе");
+    bad("", br#"{"image_sha256": "00", "settings": {}}"#, true, "image_sha256");
+    bad("", format!(r#"{{"image_sha256": "{sha}", "settings": {{"points_per_side": -1}}}}"#).as_bytes(), true, "settings.points_per_side");
+    bad("", format!(r#"{{"image_sha256": "{sha}", "settings": {{"box_nms": 0.5}}}}"#).as_bytes(), true, "settings.box_nms");
+    bad("", format!(r#"{{"image_sha256": "{sha}", "settings": {{"crop_n_layers": 1}}}}"#).as_bytes(), true, "settings.crop_n_layers");
+    bad("", br#"{"settings": {}}"#, true, "image");
+    let r = post_everything(&srv, "", b"not an image", false);
+    assert_eq!(r.status, 400);
+    assert!(r.error().0.contains("unknown format"), "{}", r.error().0);
+    let r = post_everything(&srv, "?model=nope", &image, false);
+    assert_eq!((r.status, r.error().1.as_deref()), (404, Some("model")));
+    srv.healthy();
+}
+
 /// A PNG whose header claims `w × h` pixels (the file itself stays tiny).
 fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     let mut png = png(1);
@@ -548,7 +641,7 @@ fn bad_inputs_get_a_4xx_json_error_and_the_server_keeps_serving() {
         ("mask input not base64", 400, Some("mask_input"), "base64", Box::new(|| post_json(&srv, &json!({"image_sha256": sha, "points": point, "mask_input": "%%%"})))),
         ("nothing to segment", 400, Some("points"), "nothing to segment", Box::new(|| post_json(&srv, &json!({"image_sha256": sha})))),
         ("no image", 400, Some("image"), "image_sha256", Box::new(|| post_json(&srv, &json!({"points": point})))),
-        ("both images", 400, Some("image"), "not both", Box::new(|| post_json(&srv, &json!({"image_sha256": sha, "image": "AAAA", "points": point})))),
+        ("both images", 400, Some("image"), "exactly one", Box::new(|| post_json(&srv, &json!({"image_sha256": sha, "image": "AAAA", "points": point})))),
         ("bad hash", 400, Some("image_sha256"), "64 hexadecimal", Box::new(|| post_json(&srv, &json!({"image_sha256": "abc", "points": point})))),
         ("unknown hash", 404, Some("image_sha256"), "POST the image", Box::new(|| post_json(&srv, &json!({"image_sha256": "ab".repeat(32), "points": point})))),
         ("unknown model to predict", 404, Some("model"), "vit_zz", Box::new(|| post_json(&srv, &json!({"model": "vit_zz", "image_sha256": sha, "points": point})))),
@@ -673,8 +766,26 @@ fn the_page_health_and_metrics_are_served() {
     let page = get(&srv, "/", &[]);
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(String::from_utf8_lossy(&page.body).contains("/api/v1/models"));
     assert_eq!(get(&srv, "/index.html", &[]).body, page.body);
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    if html.contains("segany-app.js") {
+        // The page trunk built (test.sh builds it first): its files, revalidated by ETag.
+        for (file, mime) in [
+            ("/segany-app.js", "text/javascript; charset=utf-8"),
+            ("/segany-app_bg.wasm", "application/wasm"),
+            ("/segany-decoder-worker.js", "text/javascript; charset=utf-8"),
+            ("/segany-decoder-worker_bg.wasm", "application/wasm"),
+            ("/segany-segmenter.js", "text/javascript; charset=utf-8"),
+        ] {
+            let r = get(&srv, file, &[]);
+            assert_eq!((r.status, r.header("content-type")), (200, Some(mime)), "{file}");
+            let etag = r.header("etag").expect("an ETag").to_string();
+            assert_eq!(get(&srv, file, &[("if-none-match", &etag)]).status, 304, "{file}");
+        }
+    } else {
+        // Built without dist/: the placeholder says how to build the page.
+        assert!(html.contains("/api/v1/models"));
+    }
     srv.healthy();
     let m = get(&srv, "/metrics", &[]);
     assert_eq!(m.status, 200);
@@ -692,6 +803,36 @@ fn the_page_health_and_metrics_are_served() {
     ] {
         metric(&text, name);
     }
+}
+
+#[test]
+fn any_origin_may_call_the_api_and_load_the_files() {
+    let srv = Server::start(&tiny_args());
+    let preflight = reply(
+        agent()
+            .options(srv.url("/api/v1/embeddings"))
+            .header("origin", "https://labels.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .call(),
+    );
+    assert_eq!(preflight.status, 204);
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    assert!(preflight.header("access-control-allow-methods").unwrap().contains("POST"));
+    assert!(preflight.header("access-control-allow-headers").unwrap().contains("content-type"));
+    let models = get(&srv, "/api/v1/models", &[("origin", "https://labels.example")]);
+    assert_eq!(models.status, 200);
+    assert_eq!(models.header("access-control-allow-origin"), Some("*"));
+    let embedding = reply(agent().post(srv.url("/api/v1/embeddings")).header("origin", "https://labels.example").send(&tiny_image()[..]));
+    assert_eq!(embedding.status, 200);
+    assert!(embedding.header("access-control-expose-headers").unwrap().contains("x-segany-meta"));
+    let page = get(&srv, "/", &[("origin", "https://labels.example")]);
+    assert_eq!(page.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(page.header("cross-origin-resource-policy"), Some("cross-origin"));
+    // Errors too, so that a page on another origin can read their message.
+    let missing = get(&srv, "/api/v1/models/nope/decoder", &[("origin", "https://labels.example")]);
+    assert_eq!((missing.status, missing.header("access-control-allow-origin")), (404, Some("*")));
+    srv.healthy();
 }
 
 #[test]

@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use segany_predict::masks::Rle;
 use segany_predict::wire::{self, Dtype};
+use segany_predict::everything::{EverythingInput, EverythingSettings, generate_with};
 use segany_predict::{Point, Prompt, image_io};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -37,11 +38,39 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/models/{id}/decoder", get(decoder))
         .route("/api/v1/embeddings", post(embeddings))
         .route("/api/v1/predict", post(predict))
+        .route("/api/v1/everything", post(everything))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn(cors))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
+}
+
+/// CORS for every origin: the widget loads the page's files and calls the API from labeling sites
+/// on other origins. No cookies or credentials are involved, so `*` is enough; preflights are
+/// answered here, before routing.
+async fn cors(req: Request, next: Next) -> Response {
+    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, POST, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type, if-none-match"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("x-segany-meta, x-segany-cache, etag, retry-after, content-length"),
+    );
+    // Loadable by hosts that isolate themselves (COEP: require-corp).
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+    response
 }
 
 /// Counts every request by route, method and status, and times it.
@@ -201,26 +230,10 @@ async fn predict(
     let req: PredictRequest = parse_json(&body)?;
     let model = state.model(req.model.as_deref(), "model")?;
     let ((emb, cache), sha) = match (req.image_sha256, req.image) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either image_sha256 or image, not both").field("image")),
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "no image: give image_sha256 (of an image already embedded) or image (its bytes, base64)",
-            )
-            .field("image"));
-        }
+        (Some(_), Some(_)) | (None, None) => return Err(one_image_please()),
         (Some(sha), None) => {
-            let sha = sha.to_ascii_lowercase();
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(ApiError::bad_request("image_sha256 must be 64 hexadecimal digits").field("image_sha256"));
-            }
-            let found = state.cached_embedding(&model, &sha).await?.ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "image {sha} has no embedding by model '{}' here: POST the image to /api/v1/embeddings?model={} \
-                     first, or send its bytes as \"image\"",
-                    model.id, model.id
-                ))
-                .field("image_sha256")
-            })?;
+            let sha = checked_sha(&sha)?;
+            let found = state.cached_embedding(&model, &sha).await?.ok_or_else(|| not_embedded(&model.id, &sha))?;
             (found, sha)
         }
         (None, Some(b64)) => {
@@ -280,17 +293,173 @@ async fn predict(
     Ok(([("x-segany-cache", cache.header())], axum::Json(out)).into_response())
 }
 
+/// Settings of `/api/v1/everything`, as query parameters (image body) or `settings` (JSON body).
+const EVERYTHING_SETTINGS: [&str; 11] = [
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "crop_overlap_ratio",
+    "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+];
+
+/// The JSON body of `POST /api/v1/everything` (the alternative to posting the image itself).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EverythingRequest {
+    model: Option<String>,
+    image_sha256: Option<String>,
+    image: Option<String>,
+    #[serde(default)]
+    settings: EverythingSettings,
+}
+
+/// `POST /api/v1/everything`: automatic mask generation. The body is the image file (settings
+/// as query parameters) or JSON `{"model", "image_sha256" | "image", "settings": {...}}`. The
+/// whole job runs on the encoder pool: it embeds (every crop) and decodes hundreds of prompts.
+async fn everything(
+    State(state): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body, state.max_body_bytes)?;
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty body: POST the image file's bytes, or JSON with image_sha256 or image (base64)",
+        ));
+    }
+    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"))
+        || body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let (model, settings, sha, image, found) = if is_json {
+        query(q.as_deref(), &[])?;
+        let req: EverythingRequest = parse_json(&body)?;
+        let model = state.model(req.model.as_deref(), "model")?;
+        check_settings(&req.settings, "settings.")?;
+        match (req.image_sha256, req.image) {
+            (Some(_), Some(_)) | (None, None) => return Err(one_image_please()),
+            (Some(sha), None) => {
+                let sha = checked_sha(&sha)?;
+                if req.settings.crop_n_layers > 0 {
+                    return Err(ApiError::bad_request(
+                        "crop layers need the image's pixels, not only its embedding: send the image's bytes",
+                    )
+                    .field("settings.crop_n_layers"));
+                }
+                let found = state.cached_embedding(&model, &sha).await?.ok_or_else(|| not_embedded(&model.id, &sha))?;
+                (model, req.settings, sha, None, found)
+            }
+            (None, Some(b64)) => {
+                let image = Bytes::from(
+                    BASE64.decode(b64.as_bytes()).map_err(|e| ApiError::bad_request(format!("image is not base64: {e}")).field("image"))?,
+                );
+                if image.is_empty() {
+                    return Err(ApiError::bad_request("image is empty").field("image"));
+                }
+                image_io::image_size(&image, state.max_pixels).map_err(|e| ApiError::image(e, Some("image")))?;
+                let sha = sha256(&image).await?;
+                let found = state.embedding(model.clone(), sha.clone(), image.clone()).await.map_err(name_image)?;
+                (model, req.settings, sha, Some(image), found)
+            }
+        }
+    } else {
+        let mut allowed = vec!["model"];
+        allowed.extend(EVERYTHING_SETTINGS);
+        let q = query(q.as_deref(), &allowed)?;
+        let model = state.model(q.get("model").map(String::as_str), "model")?;
+        let mut map = serde_json::Map::new();
+        for (k, v) in q.iter().filter(|(k, _)| *k != "model") {
+            let n: Value = serde_json::from_str(v)
+                .ok()
+                .filter(Value::is_number)
+                .ok_or_else(|| ApiError::bad_request(format!("{k} must be a number, not '{v}'")).field(k.clone()))?;
+            map.insert(k.clone(), n);
+        }
+        let settings: EverythingSettings = parse_json(Value::Object(map).to_string().as_bytes())?;
+        check_settings(&settings, "")?;
+        image_io::image_size(&body, state.max_pixels).map_err(|e| ApiError::image(e, None))?;
+        let sha = sha256(&body).await?;
+        let found = state.embedding(model.clone(), sha.clone(), body.clone()).await?;
+        (model, settings, sha, Some(body), found)
+    };
+    let ((emb, cache), max_pixels) = (found, state.max_pixels);
+    let m = model.clone();
+    let job = move || -> Result<Value, ApiError> {
+        let embedding = m.predictor.embedding_from(emb.values.clone(), emb.meta.clone()).map_err(ApiError::predict)?;
+        // The pixels are needed only for crop layers (the whole image's embedding is cached).
+        let pixels = match (&image, settings.crop_n_layers) {
+            (Some(bytes), 1..) => Some(image_io::decode_image_limited(bytes, max_pixels).map_err(|e| ApiError::image(e, None))?),
+            _ => None,
+        };
+        let input = EverythingInput { image: pixels.as_ref(), embedding: Some(&embedding) };
+        let masks = generate_with(&m.predictor, input, &settings, &mut |_, _| {}, false).map_err(ApiError::predict)?;
+        let masks: Vec<_> = masks.into_iter().map(|(mask, _)| mask).collect();
+        Ok(json!({
+            "model": m.id,
+            "image_sha256": sha,
+            "size": emb.meta.original_size,
+            "settings": settings,
+            "masks": masks,
+        }))
+    };
+    let out = match state.encoder_pool.run(job).await {
+        Ok(out) => out?,
+        Err(PoolError::Full { retry_after }) => return Err(ApiError::busy("encoder", retry_after)),
+        Err(PoolError::Panicked) => return Err(ApiError::internal("automatic mask generation failed")),
+    };
+    Ok(([("x-segany-cache", cache.header())], axum::Json(out)).into_response())
+}
+
+/// Settings out of range: 400 naming the setting (`prefix` + its name).
+fn check_settings(settings: &EverythingSettings, prefix: &str) -> Result<(), ApiError> {
+    settings.validate().map_err(|e| ApiError::bad_request(format!("{} {}", e.field, e.message)).field(format!("{prefix}{}", e.field)))
+}
+
 /// Image errors of a prediction concern its `image` field.
 fn name_image(e: ApiError) -> ApiError {
     if e.field.is_none() && e.status.is_client_error() { e.field("image") } else { e }
 }
 
+/// A JSON request names its image by exactly one of `image_sha256` and `image`.
+fn one_image_please() -> ApiError {
+    ApiError::bad_request("give exactly one of image_sha256 (of an image already embedded) or image (its bytes, base64)")
+        .field("image")
+}
+
+/// `image_sha256`, lower-cased, or a 400.
+fn checked_sha(sha: &str) -> Result<String, ApiError> {
+    let sha = sha.to_ascii_lowercase();
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request("image_sha256 must be 64 hexadecimal digits").field("image_sha256"));
+    }
+    Ok(sha)
+}
+
+fn not_embedded(model: &str, sha: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "image {sha} has no embedding by model '{model}' here: POST the image to /api/v1/embeddings?model={model} \
+         first, or send its bytes as \"image\""
+    ))
+    .field("image_sha256")
+}
+
 /// GET of a static file; anything else unknown is a JSON 404.
-async fn fallback(State(state): State<Arc<AppState>>, method: Method, uri: axum::http::Uri) -> Response {
+async fn fallback(State(state): State<Arc<AppState>>, method: Method, uri: axum::http::Uri, request_headers: HeaderMap) -> Response {
+    let if_none_match = request_headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     if (method == Method::GET || method == Method::HEAD)
         && let Some(f) = static_files::find(state.static_files, uri.path())
     {
-        return ([(header::CONTENT_TYPE, f.mime)], f.bytes).into_response();
+        // Revalidated on every load (the names are stable), answered 304 when unchanged.
+        let headers = [(header::CONTENT_TYPE, f.mime), (header::CACHE_CONTROL, "no-cache"), (header::ETAG, f.etag)];
+        if if_none_match.is_some_and(|tags| tags.split(',').any(|t| t.trim() == f.etag || t.trim() == "*")) {
+            return (StatusCode::NOT_MODIFIED, headers).into_response();
+        }
+        return (headers, f.bytes).into_response();
     }
     ApiError::not_found(format!("no such resource: {method} {}", uri.path())).into_response()
 }

@@ -7,11 +7,18 @@ pub struct StaticFile {
     pub path: &'static str,
     pub bytes: &'static [u8],
     pub mime: &'static str,
+    /// A quoted entity tag that changes with the bytes.
+    pub etag: &'static str,
 }
 
 /// The placeholder page until the browser page lands.
 pub const PLACEHOLDER_PAGE: &[StaticFile] =
-    &[StaticFile { path: "index.html", bytes: include_bytes!("placeholder.html"), mime: "text/html; charset=utf-8" }];
+    &[StaticFile {
+    path: "index.html",
+    bytes: include_bytes!("placeholder.html"),
+    mime: "text/html; charset=utf-8",
+    etag: "\"placeholder-1\"",
+}];
 
 /// The file for a request path: `/` is `index.html`.
 pub fn find(files: &'static [StaticFile], path: &str) -> Option<&'static StaticFile> {
