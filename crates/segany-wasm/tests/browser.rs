@@ -1,0 +1,174 @@
+//! The browser build against the reference fixtures, run in headless Chromium by
+//! wasm-bindgen-test (`cargo test -p segany-wasm --target wasm32-unknown-unknown`): the decoder
+//! the page's worker runs must give the reference's numbers, as natively.
+#![cfg(target_arch = "wasm32")]
+
+use segany_model::SamConfig;
+use segany_predict::npy::from_npy;
+use segany_predict::wire::{self, Dtype, WireHeader};
+use segany_predict::{EmbeddingMeta, Point, Predictor, Prompt, decode_image};
+use segany_wasm::{Decoder, DecoderSession};
+use serde_json::Value;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny/", $name)).as_slice()
+    };
+}
+
+const WEIGHTS: &[u8] = fixture!("checkpoint.safetensors");
+const CONFIG: &[u8] = fixture!("sam_config.json");
+const CASES: &[u8] = fixture!("cases.json");
+const IMAGE: &[u8] = fixture!("image.png");
+const EMBEDDING: &[u8] = fixture!("image_embedding.npy");
+
+/// A case's reference outputs, by the file names `cases.json` gives.
+fn output(name: &str) -> Vec<f32> {
+    let bytes: &[u8] = match name {
+        "case_one_point_iou.npy" => fixture!("case_one_point_iou.npy"),
+        "case_one_point_low_res.npy" => fixture!("case_one_point_low_res.npy"),
+        "case_one_point_masks.npy" => fixture!("case_one_point_masks.npy"),
+        "case_two_points_iou.npy" => fixture!("case_two_points_iou.npy"),
+        "case_two_points_low_res.npy" => fixture!("case_two_points_low_res.npy"),
+        "case_two_points_masks.npy" => fixture!("case_two_points_masks.npy"),
+        "case_box_iou.npy" => fixture!("case_box_iou.npy"),
+        "case_box_low_res.npy" => fixture!("case_box_low_res.npy"),
+        "case_box_masks.npy" => fixture!("case_box_masks.npy"),
+        "case_box_point_iou.npy" => fixture!("case_box_point_iou.npy"),
+        "case_box_point_low_res.npy" => fixture!("case_box_point_low_res.npy"),
+        "case_box_point_masks.npy" => fixture!("case_box_point_masks.npy"),
+        "case_mask_input_iou.npy" => fixture!("case_mask_input_iou.npy"),
+        "case_mask_input_low_res.npy" => fixture!("case_mask_input_low_res.npy"),
+        "case_mask_input_masks.npy" => fixture!("case_mask_input_masks.npy"),
+        "case_mask_input_mask_input.npy" => fixture!("case_mask_input_mask_input.npy"),
+        "case_three_points_single_iou.npy" => fixture!("case_three_points_single_iou.npy"),
+        "case_three_points_single_low_res.npy" => fixture!("case_three_points_single_low_res.npy"),
+        "case_three_points_single_masks.npy" => fixture!("case_three_points_single_masks.npy"),
+        other => panic!("fixture {other} is not compiled into the test"),
+    };
+    if let Ok((v, _)) = from_npy::<f32>(bytes) {
+        return v;
+    }
+    let (v, _) = from_npy::<u8>(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    v.into_iter().map(f32::from).collect()
+}
+
+fn config() -> SamConfig {
+    serde_json::from_slice(CONFIG).unwrap()
+}
+
+fn cases() -> Vec<Value> {
+    let v: Value = serde_json::from_slice(CASES).unwrap();
+    v["cases"].as_array().unwrap().iter().filter(|c| c["image"] == "image.png").cloned().collect()
+}
+
+fn prompt_of(case: &Value) -> Prompt {
+    let points = case["points"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .zip(case["labels"].as_array().unwrap())
+                .map(|(p, l)| Point { x: p[0].as_f64().unwrap(), y: p[1].as_f64().unwrap(), label: l.as_i64().unwrap() as i32 })
+                .collect()
+        })
+        .unwrap_or_default();
+    let bbox = case["box"].as_array().map(|b| [0, 1, 2, 3].map(|i| b[i].as_f64().unwrap()));
+    let mask_input = case["mask_input"].as_str().map(output);
+    Prompt { points, bbox, mask_input, multimask: case["multimask"].as_bool().unwrap() }
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    let worst = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0f32, |a, d| if d.is_nan() { f32::INFINITY } else { a.max(d) });
+    assert!(worst <= rtol * scale, "{what}: max |Δ| {worst:e} > {rtol:e} × {scale}");
+}
+
+fn assert_masks_match(what: &str, got: &[u8], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: mask size");
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&g, &w) in got.iter().zip(want) {
+        let (g, w) = (g != 0, w != 0.0);
+        inter += (g && w) as usize;
+        union += (g || w) as usize;
+    }
+    let iou = if union == 0 { 1.0 } else { inter as f64 / union as f64 };
+    assert!(iou >= 0.999, "{what}: mask IoU {iou}");
+}
+
+fn check_case(predict: impl Fn(&Prompt) -> segany_predict::Prediction, case: &Value) {
+    let name = case["name"].as_str().unwrap();
+    let p = predict(&prompt_of(case));
+    assert_close(&format!("{name} iou"), &p.iou_predictions, &output(&format!("case_{name}_iou.npy")), 1e-4);
+    assert_close(&format!("{name} low-res logits"), &p.low_res_logits, &output(&format!("case_{name}_low_res.npy")), 1e-4);
+    assert_masks_match(name, &p.masks, &output(&format!("case_{name}_masks.npy")));
+}
+
+/// The reference embedding, in the wire format the server sends.
+fn reference_embedding_bytes(predictor: &Predictor, dtype: Dtype) -> Vec<u8> {
+    let (values, shape) = from_npy::<f32>(EMBEDDING).unwrap();
+    let image = decode_image(IMAGE).unwrap();
+    let original_size = [image.height, image.width];
+    let meta = EmbeddingMeta {
+        variant: None,
+        encoder_digest: predictor.encoder_digest().to_string(),
+        input_size: segany_predict::geometry::preprocess_shape(original_size, 1024),
+        original_size,
+    };
+    wire::encode(&WireHeader::new(&meta, &shape, dtype, "00", "tiny"), &values)
+}
+
+#[wasm_bindgen_test]
+fn decoder_from_a_wire_embedding_matches_the_reference_for_every_prompt_kind() {
+    let model = segany_weights::load_bytes(WEIGHTS.to_vec(), Some(&config()), None, &burn::tensor::Device::flex()).unwrap();
+    let predictor = Predictor::new(model, burn::tensor::Device::flex());
+    let bytes = reference_embedding_bytes(&predictor, Dtype::F32);
+    let mut session = DecoderSession::from_weights_with_config(WEIGHTS.to_vec(), Some(config())).unwrap();
+    session.set_embedding_bytes(&bytes).unwrap();
+    for case in cases() {
+        check_case(|p| session.predict(p).unwrap(), &case);
+    }
+}
+
+#[wasm_bindgen_test]
+fn embedding_and_predictions_computed_in_wasm_match_the_reference() {
+    let device = burn::tensor::Device::flex();
+    let model = segany_weights::load_bytes(WEIGHTS.to_vec(), Some(&config()), None, &device).unwrap();
+    let mut predictor = Predictor::new(model, device);
+    let image = decode_image(IMAGE).unwrap();
+    let embedding = predictor.set_image(&image).unwrap().to_vec();
+    assert_close("embedding", &embedding, &from_npy::<f32>(EMBEDDING).unwrap().0, 1e-4);
+    for case in cases() {
+        check_case(|p| predictor.predict(p).unwrap(), &case);
+    }
+}
+
+#[wasm_bindgen_test]
+fn js_decoder_refuses_an_embedding_of_other_weights_and_predicts_from_a_js_prompt() {
+    let mut decoder = Decoder::new_with_config(WEIGHTS.to_vec(), &String::from_utf8(CONFIG.to_vec()).unwrap()).unwrap();
+    let model = segany_weights::load_bytes(WEIGHTS.to_vec(), Some(&config()), None, &burn::tensor::Device::flex()).unwrap();
+    let predictor = Predictor::new(model, burn::tensor::Device::flex());
+    let mut foreign = wire::decode(&reference_embedding_bytes(&predictor, Dtype::F16)).unwrap().0;
+    foreign.encoder_digest = "ff".repeat(32);
+    let (_, values) = wire::decode(&reference_embedding_bytes(&predictor, Dtype::F16)).unwrap();
+    assert!(decoder.set_embedding(&wire::encode(&foreign, &values)).is_err(), "foreign embedding accepted");
+
+    // f16 on the wire, as the server sends by default: within f16 rounding of the reference.
+    decoder.set_embedding(&reference_embedding_bytes(&predictor, Dtype::F16)).unwrap();
+    let case = &cases()[0];
+    let prompt = js_sys::JSON::parse(&serde_json::json!({
+        "points": case["points"].as_array().unwrap().iter().zip(case["labels"].as_array().unwrap())
+            .map(|(p, l)| serde_json::json!({"x": p[0], "y": p[1], "label": l})).collect::<Vec<_>>(),
+        "multimask": true,
+    }).to_string()).unwrap();
+    let out = decoder.predict(prompt).unwrap();
+    let get = |k: &str| js_sys::Reflect::get(&out, &JsValue::from_str(k)).unwrap();
+    let ious = js_sys::Float32Array::from(get("iouPredictions")).to_vec();
+    let name = case["name"].as_str().unwrap();
+    assert_close("iou from f16 embedding", &ious, &output(&format!("case_{name}_iou.npy")), 1e-2);
+    assert_eq!(get("numMasks").as_f64(), Some(3.0));
+}

@@ -1,0 +1,209 @@
+// The page against the real `segany serve` with a random tiny checkpoint, in headless Chromium.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { startServer, launch, decodeRle, FIXTURES, paintedLayer, runsOf, areaOf } from './harness.mjs';
+
+const IMAGE = path.join(FIXTURES, 'tiny/image_large.png'); // 1031×683: odd-sized
+const [W, H] = [1031, 683];
+
+const painted = (page, layer) => paintedLayer(page, layer);
+const area = ({ runs }) => areaOf(runs);
+
+const app = (page) => page.locator('.sg-app');
+const settled = (page) => page.waitForFunction(() => {
+  const a = document.querySelector('.sg-app');
+  return a.dataset.pending === '0' && a.dataset.ready === '1';
+}, null, { timeout: 60_000 });
+
+/** Clicks at a point given as fractions of the image, in image pixels scaled to the canvas' CSS box. */
+async function at(page, fx, fy) {
+  const box = await page.locator('[data-sg=ui]').boundingBox();
+  return { x: box.x + fx * box.width, y: box.y + fy * box.height };
+}
+
+describe('the page', () => {
+  let server, browser, page;
+  const errors = [];
+
+  before(async () => {
+    server = await startServer();
+    browser = await launch();
+    page = await browser.newPage({ viewport: { width: 1280, height: 860 }, acceptDownloads: true });
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await page.goto(server.url);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('loads the decoder, then an image, and fetches its embedding from the server', async () => {
+    await page.waitForFunction(() => /Decoder ready/.test(document.querySelector('[data-sg=status]').textContent), null, { timeout: 60_000 });
+    await page.setInputFiles('[data-sg=file]', IMAGE);
+    await settled(page);
+    assert.match(await page.locator('[data-sg=embedding]').textContent(), /server/);
+    const image = await painted(page, 'image');
+    assert.deepEqual([image.width, image.height], [W, H]);
+  });
+
+  let afterClick;
+  it('click: a mask is drawn and three scores are shown, the best preselected', async () => {
+    const p = await at(page, 0.4, 0.5);
+    await page.mouse.click(p.x, p.y);
+    await settled(page);
+    afterClick = await painted(page, 'mask');
+    assert.ok(area(afterClick) > 0, 'the mask canvas has painted pixels');
+    const scores = await page.locator('.sg-candidate .sg-score').allTextContents();
+    assert.equal(scores.length, 3);
+    const values = scores.map((s) => Number(s.replace(/^IoU\s*/, '')));
+    for (const v of values) assert.ok(Number.isFinite(v), `score ${v} is a number`);
+    const selected = Number(await app(page).getAttribute('data-selected'));
+    assert.equal(selected, values.indexOf(Math.max(...values)));
+    assert.match(await page.locator('[data-sg=decode]').textContent(), /\d+(\.\d+)? ms/);
+  });
+
+  let afterShift;
+  it('Shift+click subtracts: the mask changes', async () => {
+    const p = await at(page, 0.75, 0.3);
+    await page.keyboard.down('Shift');
+    await page.mouse.click(p.x, p.y);
+    await page.keyboard.up('Shift');
+    await settled(page);
+    afterShift = await painted(page, 'mask');
+    assert.notDeepEqual(afterShift.runs, afterClick.runs);
+  });
+
+  it('key 2 selects the second mask', async () => {
+    const before = await app(page).getAttribute('data-selected');
+    assert.notEqual(before, '1', 'the best mask is not the second one for this image and these clicks');
+    await page.keyboard.press('2');
+    await settled(page);
+    assert.equal(await app(page).getAttribute('data-selected'), '1');
+    assert.notDeepEqual((await painted(page, 'mask')).runs, afterShift.runs);
+    assert.match(await page.locator('.sg-candidate[data-index="1"]').getAttribute('class'), /selected/);
+  });
+
+  it('undo restores the previous states, redo goes forward again', async () => {
+    await page.keyboard.press('Control+z'); // the selection
+    await settled(page);
+    assert.deepEqual((await painted(page, 'mask')).runs, afterShift.runs);
+    await page.keyboard.press('Control+z'); // the Shift+click
+    await settled(page);
+    assert.deepEqual((await painted(page, 'mask')).runs, afterClick.runs);
+    await page.keyboard.press('Control+Shift+z');
+    await settled(page);
+    assert.deepEqual((await painted(page, 'mask')).runs, afterShift.runs);
+  });
+
+  it('Esc cancels; a box drag alone produces a mask', async () => {
+    await page.keyboard.press('Escape');
+    await settled(page);
+    assert.equal(area(await painted(page, 'mask')), 0);
+    const a = await at(page, 0.2, 0.2);
+    const b = await at(page, 0.6, 0.7);
+    await page.mouse.move(a.x, a.y);
+    await page.mouse.down();
+    await page.mouse.move(b.x, b.y, { steps: 8 });
+    await page.mouse.up();
+    await settled(page);
+    assert.ok(area(await painted(page, 'mask')) > 0);
+  });
+
+  it('hover previews the mask under the pointer; clicking a candidate picks it', async () => {
+    const p = await at(page, 0.3, 0.4);
+    await page.mouse.move(p.x, p.y, { steps: 4 });
+    await page.waitForFunction(() => {
+      const c = document.querySelector('[data-sg=preview]');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 3; i < d.length; i += 4) if (d[i]) return true;
+      return false;
+    }, null, { timeout: 30_000 });
+    const other = (Number(await app(page).getAttribute('data-selected')) + 1) % 3;
+    await page.locator(`.sg-candidate[data-index="${other}"]`).click();
+    await settled(page);
+    assert.equal(await app(page).getAttribute('data-selected'), String(other));
+    await page.keyboard.press('Control+z');
+    await settled(page);
+  });
+
+  it('export COCO: each RLE decodes to the drawn mask, pixel for pixel', async () => {
+    const drawn = await painted(page, 'mask');
+    const download = page.waitForEvent('download');
+    await page.locator('[data-sg=export-coco]').click();
+    const coco = JSON.parse(await readFile(await (await download).path(), 'utf8'));
+    assert.equal(coco.images[0].width, W);
+    assert.equal(coco.images[0].height, H);
+    assert.equal(coco.annotations.length, 1);
+    const mask = decodeRle(coco.annotations[0].segmentation);
+    assert.deepEqual(runsOf(mask), drawn.runs);
+    assert.equal(coco.annotations[0].area, area(drawn));
+  });
+
+  it('Enter keeps the object; its export matches the objects layer', async () => {
+    await page.keyboard.press('Enter');
+    await settled(page);
+    assert.equal(await app(page).getAttribute('data-objects'), '1');
+    assert.equal(area(await painted(page, 'mask')), 0, 'the draft is empty after commit');
+    const p = await at(page, 0.8, 0.8);
+    await page.mouse.click(p.x, p.y, { button: 'right' }); // a background point alone still decodes
+    await settled(page);
+    await page.keyboard.press('Enter');
+    await settled(page);
+    assert.equal(await app(page).getAttribute('data-objects'), '2');
+    assert.equal(await page.locator('.sg-objects li').count(), 2);
+    const download = page.waitForEvent('download');
+    await page.locator('[data-sg=export-coco]').click();
+    const coco = JSON.parse(await readFile(await (await download).path(), 'utf8'));
+    assert.equal(coco.annotations.length, 2);
+    const union = new Uint8Array(W * H);
+    for (const ann of coco.annotations) decodeRle(ann.segmentation).forEach((v, i) => { union[i] |= v; });
+    assert.deepEqual(runsOf(union), (await painted(page, 'objects')).runs);
+  });
+
+  it('Everything shows the masks the server finds; a click keeps one as an object; Esc leaves', async () => {
+    // A random model fails the default thresholds everywhere: the test lowers them on the way.
+    await page.route('**/api/v1/everything', async (route) => {
+      const body = JSON.parse(route.request().postData());
+      body.settings = { points_per_side: 4, pred_iou_thresh: 0, stability_score_thresh: 0, box_nms_thresh: 1 };
+      await route.continue({ postData: JSON.stringify(body) });
+    });
+    const objects = Number(await app(page).getAttribute('data-objects'));
+    await page.locator('button[data-sg=everything]').click();
+    await page.waitForFunction(() => Number(document.querySelector('.sg-app').dataset.everything) > 0, null, { timeout: 120_000 });
+    await settled(page);
+    const shown = Number(await app(page).getAttribute('data-everything'));
+    const layer = await painted(page, 'everything');
+    assert.ok(area(layer) > 0);
+    // Click well inside a painted area (a 7×7 block all painted), away from rounding at edges.
+    const [x, y] = await page.evaluate(() => {
+      const c = document.querySelector("canvas[data-sg=everything]");
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      const on = (x, y) => d[(y * c.width + x) * 4 + 3] > 0;
+      for (let y = 3; y < c.height - 3; y++) {
+        for (let x = 3; x < c.width - 3; x++) {
+          let all = true;
+          for (let dy = -3; dy <= 3 && all; dy++) for (let dx = -3; dx <= 3 && all; dx++) all = on(x + dx, y + dy);
+          if (all) return [x + 0.5, y + 0.5];
+        }
+      }
+      return null;
+    });
+    const box = await page.locator('[data-sg=ui]').boundingBox();
+    await page.mouse.click(box.x + (x / W) * box.width, box.y + (y / H) * box.height);
+    await settled(page);
+    assert.equal(Number(await app(page).getAttribute('data-objects')), objects + 1);
+    assert.equal(Number(await app(page).getAttribute('data-everything')), shown - 1);
+    await page.keyboard.press('Escape');
+    await settled(page);
+    assert.equal(await app(page).getAttribute('data-everything'), '0');
+    assert.equal(area(await painted(page, 'everything')), 0);
+  });
+
+  it('logged no errors', () => {
+    assert.deepEqual(errors, []);
+  });
+});
