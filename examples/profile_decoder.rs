@@ -40,6 +40,13 @@ fn main() {
     });
     let keys = Tensor::<4>::random([1, 256, 64, 64], Distribution::Normal(0.0, 1.0), &dev);
     time("output upscaling", &|| md.output_upscaling.forward(keys.clone()).into_data().try_to_vec::<f32>().unwrap());
+    let up = &md.output_upscaling;
+    time("  deconv1 (burn ConvTranspose2d)", &|| up.deconv1.forward(keys.clone()).into_data().try_to_vec::<f32>().unwrap());
+    let d1 = up.deconv1.forward(keys.clone());
+    time("  layer norm 2d 64x128x128", &|| up.ln.forward(d1.clone()).into_data().try_to_vec::<f32>().unwrap());
+    time("  gelu 64x128x128", &|| burn::tensor::activation::gelu(d1.clone()).into_data().try_to_vec::<f32>().unwrap());
+    let d1g = burn::tensor::activation::gelu(up.ln.forward(d1.clone()));
+    time("  deconv2 (burn ConvTranspose2d)", &|| up.deconv2.forward(d1g.clone()).into_data().try_to_vec::<f32>().unwrap());
     let x = Tensor::<3>::random([1, 4096, 256], Distribution::Normal(0.0, 1.0), &dev);
     let a = &md.transformer.layers[0].cross_attn_token_to_image;
     time("k_proj 4096x256->128", &|| a.k_proj.forward(x.clone()).into_data().try_to_vec::<f32>().unwrap());

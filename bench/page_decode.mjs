@@ -1,0 +1,184 @@
+// Per-click decode time in the page (our wasm decoder in its Web Worker) against onnxruntime-web
+// running the official ONNX decoder export, in the same headless Chromium run.
+//
+//   node bench/page_decode.mjs --checkpoint CKPT --model vit_t [--image IMG] [--clicks 30]
+//
+// Needs: target/release/segany (with the page: ./run.sh --help builds it), bench/web's npm
+// packages (bench/page_decode.sh installs them), and the exported decoder
+// (bench/export_onnx_decoder.py prints its path; pass it with --onnx). Results go to stdout and to
+// bench/results/page-decode-<date>.json.
+//
+// Both sides decode the same sequence: click k adds a foreground point and refines with the
+// previous chosen low-res mask (the page's behaviour), and both upscale the three masks to the
+// image's size. The page's figure is the worker's own timing of one decode (data-decode-ms), from
+// prompt to masks at image size; onnxruntime-web's is session.run on the same inputs.
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import os from 'node:os';
+import path from 'node:path';
+import { launch, ROOT } from '../tests/browser/harness.mjs';
+
+const { values: opt } = parseArgs({
+  options: {
+    checkpoint: { type: 'string' },
+    config: { type: 'string' },
+    onnx: { type: 'string' },
+    image: { type: 'string', default: path.join(ROOT, 'fixtures-large/vit_t/image.png') },
+    clicks: { type: 'string', default: '30' },
+    warmup: { type: 'string', default: '3' },
+    bin: { type: 'string', default: path.join(ROOT, 'target/release/segany') },
+  },
+});
+if (!opt.checkpoint || !opt.onnx) {
+  console.error('usage: node bench/page_decode.mjs --checkpoint CKPT --onnx DECODER.onnx [--image IMG] [--clicks N]');
+  process.exit(2);
+}
+const CLICKS = Number(opt.clicks);
+const WARMUP = Number(opt.warmup);
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const ORT_DIST = path.join(ROOT, 'bench/web/node_modules/onnxruntime-web/dist');
+
+// The clicks: a fixed walk over the image, in fractions of width and height.
+const walk = Array.from({ length: WARMUP + CLICKS }, (_, i) => [0.15 + 0.7 * ((i * 0.618) % 1), 0.15 + 0.7 * ((i * 0.382) % 1)]);
+
+async function startSegany() {
+  const args = ['serve', '--checkpoint', opt.checkpoint, ...(opt.config ? ['--config', opt.config] : []), '--addr', '127.0.0.1:0'];
+  const child = spawn(opt.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  const url = await new Promise((resolve, reject) => {
+    const on = (c) => { log += c; const m = log.match(/listening on (http:\/\/\S+)/); if (m) resolve(m[1]); };
+    child.stdout.on('data', on); child.stderr.on('data', on);
+    child.on('exit', (code) => reject(new Error(`segany exited ${code}: ${log}`)));
+  });
+  return { url, child };
+}
+
+async function ourPage(browser, url) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(url);
+  await page.waitForFunction(() => /Decoder ready/.test(document.querySelector('[data-sg=status]').textContent), null, { timeout: 300_000 });
+  await page.setInputFiles('[data-sg=file]', opt.image);
+  const settled = () => page.waitForFunction(() => {
+    const a = document.querySelector('.sg-app');
+    return a.dataset.pending === '0' && a.dataset.ready === '1';
+  }, null, { timeout: 300_000 });
+  await settled();
+  const size = await page.evaluate(() => { const c = document.querySelector('[data-sg=image]'); return [c.height, c.width]; });
+  const box = await page.locator('[data-sg=ui]').boundingBox();
+  const times = [];
+  for (const [fx, fy] of walk) {
+    await page.mouse.click(box.x + fx * box.width, box.y + fy * box.height);
+    await settled();
+    times.push(Number(await page.locator('.sg-app').getAttribute('data-decode-ms')));
+    await page.mouse.move(box.x + box.width + 50, box.y); // off the canvas: no hover decodes between clicks
+  }
+  await page.close();
+  return { size, times: times.slice(WARMUP) };
+}
+
+/** A static server for onnxruntime-web, cross-origin isolated so that its threads may start. */
+async function ortServer(onnxBytes) {
+  const html = '<!doctype html><meta charset="utf-8"><script src="/ort/ort.wasm.min.js"></script>';
+  const server = createServer(async (req, res) => {
+    res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+    res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
+    try {
+      if (req.url === '/') return res.end(html);
+      if (req.url === '/decoder.onnx') return res.end(onnxBytes);
+      if (req.url.startsWith('/ort/')) {
+        const name = path.basename(req.url.slice(5));
+        const type = name.endsWith('.wasm') ? 'application/wasm' : 'text/javascript';
+        res.setHeader('Content-Type', type);
+        return res.end(await readFile(path.join(ORT_DIST, name)));
+      }
+    } catch { /* fall through */ }
+    res.statusCode = 404;
+    res.end();
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { server, url: `http://127.0.0.1:${server.address().port}/` };
+}
+
+async function ortPage(browser, url, [h, w], threads) {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await page.waitForFunction(() => typeof ort !== 'undefined');
+  const result = await page.evaluate(async ({ h, w, threads, walk, warmup }) => {
+    ort.env.wasm.wasmPaths = '/ort/';
+    ort.env.wasm.numThreads = threads;
+    const session = await ort.InferenceSession.create('/decoder.onnx', { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    // Any embedding times the same; a fixed pseudo-random one.
+    const embedding = new Float32Array(256 * 64 * 64);
+    let s = 1;
+    for (let i = 0; i < embedding.length; i++) { s = (s * 1103515245 + 12345) % 2147483648; embedding[i] = s / 2147483648 - 0.5; }
+    const scale = 1024 / Math.max(h, w);
+    const points = [];
+    let mask = new Float32Array(256 * 256);
+    let hasMask = 0;
+    const times = [];
+    for (const [fx, fy] of walk) {
+      points.push([fx * w * scale, fy * h * scale]);
+      // No box: the official demo pads one (0, 0) point with label -1.
+      const coords = new Float32Array([...points.flat(), 0, 0]);
+      const labels = new Float32Array([...points.map(() => 1), -1]);
+      const feeds = {
+        image_embeddings: new ort.Tensor('float32', embedding, [1, 256, 64, 64]),
+        point_coords: new ort.Tensor('float32', coords, [1, points.length + 1, 2]),
+        point_labels: new ort.Tensor('float32', labels, [1, points.length + 1]),
+        mask_input: new ort.Tensor('float32', mask, [1, 1, 256, 256]),
+        has_mask_input: new ort.Tensor('float32', new Float32Array([hasMask]), [1]),
+        orig_im_size: new ort.Tensor('float32', new Float32Array([h, w]), [2]),
+      };
+      const t = performance.now();
+      const out = await session.run(feeds);
+      times.push(performance.now() - t);
+      const iou = out.iou_predictions.data;
+      const best = iou.indexOf(Math.max(...iou));
+      mask = out.low_res_masks.data.slice(best * 65536, (best + 1) * 65536);
+      hasMask = 1;
+    }
+    return { times: times.slice(warmup), isolated: self.crossOriginIsolated };
+  }, { h, w, threads, walk, warmup: WARMUP });
+  await page.close();
+  return result;
+}
+
+const segany = await startSegany();
+const ort = await ortServer(await readFile(opt.onnx));
+const browser = await launch();
+try {
+  const version = browser.version();
+  const ours = await ourPage(browser, segany.url);
+  const ort1 = await ortPage(browser, ort.url, ours.size, 1);
+  const ort2 = await ortPage(browser, ort.url, ours.size, 2);
+  const ortVersion = JSON.parse(await readFile(path.join(ORT_DIST, '../package.json'), 'utf8')).version;
+  const r = {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0]?.model, cores: os.cpus().length,
+    chromium: version, onnxruntime_web: ortVersion,
+    checkpoint: opt.checkpoint, onnx: opt.onnx, image: opt.image, image_size_hw: ours.size,
+    clicks: CLICKS, warmup: WARMUP,
+    segany_page_ms: median(ours.times), segany_page_runs_ms: ours.times,
+    ort_web_1t_ms: median(ort1.times), ort_web_1t_runs_ms: ort1.times,
+    ort_web_2t_ms: median(ort2.times), ort_web_2t_runs_ms: ort2.times, ort_cross_origin_isolated: ort2.isolated,
+  };
+  r.ratio_vs_ort_1t = r.segany_page_ms / r.ort_web_1t_ms;
+  r.ratio_vs_ort_2t = r.segany_page_ms / r.ort_web_2t_ms;
+  const dir = path.join(ROOT, 'bench/results');
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, `page-decode-${r.date.replace(/[-:]/g, '').slice(0, 15)}.json`);
+  await writeFile(file, JSON.stringify(r, null, 2) + '\n');
+  const f = (x) => x.toFixed(1);
+  console.log(`| decoder, per click (median of ${CLICKS}, ${ours.size[1]}×${ours.size[0]} image) | ms | segany ÷ this |`);
+  console.log('|---|---:|---:|');
+  console.log(`| segany page (wasm, Web Worker, 1 thread) | ${f(r.segany_page_ms)} | 1.00 |`);
+  console.log(`| onnxruntime-web ${ortVersion} wasm, 1 thread | ${f(r.ort_web_1t_ms)} | ${r.ratio_vs_ort_1t.toFixed(2)} |`);
+  console.log(`| onnxruntime-web ${ortVersion} wasm, 2 threads${ort2.isolated ? '' : ' (not isolated: 1)'} | ${f(r.ort_web_2t_ms)} | ${r.ratio_vs_ort_2t.toFixed(2)} |`);
+  console.log(`\n${file}`);
+} finally {
+  await browser.close();
+  ort.server.close();
+  segany.child.kill('SIGTERM');
+}
