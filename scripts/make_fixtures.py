@@ -1063,6 +1063,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     # 3. checkpoint + config ----------------------------------------------
     sd = sam.state_dict()
     torch.save(sd, out / "checkpoint.pth")
+    if args.config.startswith("tiny"):
+        # The same tensors under the official keys as safetensors: what the wasm tests load
+        # from bytes (a .pth can only be read from a file, natively).
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "checkpoint.safetensors"))
     with open(out / "keys.txt", "w") as f:
         for k, v in sd.items():
             print(k, tuple(v.shape), file=f)
