@@ -7,6 +7,9 @@
 # Arguments go to the cargo tests (step 2).
 set -euo pipefail
 cd "$(dirname "$0")"
+# Incremental caches only help edit-compile loops; in a test run they are gigabytes of disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . | sed 's/^/test.sh: disk: /'
 scripts/setup.sh test
 scripts/build_page.sh
 # --show-output: the full-size parity tests say SKIPPED when their fixtures are absent (as in CI).
@@ -16,3 +19,4 @@ CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
   cargo test -p segany-wasm --target wasm32-unknown-unknown --profile web --locked
 # The `segany` the cargo tests built (same features; a plain `cargo build` would rebuild burn).
 SEGANY_BIN="$PWD/target/debug/segany" node --test tests/browser/
+du -sh target | sed 's/^/test.sh: build outputs: /'
