@@ -2,8 +2,9 @@
 # Runs every test of segany. Installs what the tests need first (idempotent; a no-op when present).
 #   1. the page is built (trunk), so the `segany` under test serves it;
 #   2. cargo tests: parity with the reference fixtures, CLI, HTTP against the real server;
-#   3. the wasm decoder against the same fixtures, in headless Chromium (wasm-bindgen-test);
-#   4. the page in headless Chromium (Playwright) against the real `segany serve`.
+#   3. the wasm decoder, and the image encoder on WebGPU (SwiftShader), against the same fixtures
+#      in headless Chromium (wasm-bindgen-test);
+#   4. the page in headless Chromium (Playwright) against the real `segany serve`, WebGPU included.
 # Arguments go to the cargo tests (step 2).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,9 +15,12 @@ scripts/setup.sh test
 scripts/build_page.sh
 # --show-output: the full-size parity tests say SKIPPED when their fixtures are absent (as in CI).
 cargo test --workspace --locked "$@" -- --show-output
-# The web profile shares its compiled dependencies with the page's worker built above.
-CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
-  cargo test -p segany-wasm --target wasm32-unknown-unknown --profile web --locked
+# Each shares its compiled dependencies (web profile, same features) with a worker built above:
+# the decoder with the decoder worker's, the WebGPU encoder (web/tests/webgpu.rs) with the
+# encoder worker's.
+export CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900
+cargo test -p segany-wasm --target wasm32-unknown-unknown --profile web --locked
+cargo test -p segany-web --target wasm32-unknown-unknown --profile web --features encoder --test webgpu --locked
 # The `segany` the cargo tests built (same features; a plain `cargo build` would rebuild burn).
 SEGANY_BIN="$PWD/target/debug/segany" node --test tests/browser/
 du -sh target | sed 's/^/test.sh: build outputs: /'

@@ -48,3 +48,14 @@ fn mobile_sam_predictor_matches_reference_for_every_prompt_kind() {
         }
     }
 }
+
+/// The server, the page's tests and the wasm tests build this model from `sam_config.json`: it
+/// must be the configuration the fixtures were made with.
+#[test]
+fn sam_config_json_is_the_fixture_configuration() {
+    for dir in [tiny_vit_t(), tiny()] {
+        let written: segany_model::SamConfig =
+            serde_json::from_slice(&std::fs::read(dir.join("sam_config.json")).unwrap()).unwrap();
+        assert_eq!(written, fixture_config(&dir), "{}", dir.display());
+    }
+}

@@ -292,6 +292,47 @@ fn decoder_weights_load_in_f16_and_f32_and_revalidate_by_etag() {
     assert!(unknown.error().0.contains("vit_q"));
 }
 
+/// The whole model for the page's WebGPU encoder: made on the first request, loadable with the
+/// encoder, its embedding the server's, pinned by the encoder digest (and the server's version).
+#[test]
+fn whole_model_weights_for_webgpu_load_and_embed_as_the_server() {
+    let srv = Server::start(&tiny_args());
+    let want = tiny_predictor().embed(&decode_image(&tiny_image()).unwrap()).unwrap();
+    let digest = tiny_predictor().encoder_digest().to_string();
+    let listed = get(&srv, "/api/v1/models", &[]).json();
+    let mut sizes = Vec::new();
+    for dtype in ["f16", "f32"] {
+        let url = listed["models"][0]["weights"][dtype]["url"].as_str().unwrap().to_string();
+        assert!(url.contains(&format!("digest={digest}")), "{url}");
+        let r = get(&srv, &url, &[]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("cache-control"), Some("public, max-age=31536000, immutable"));
+        let etag = r.header("etag").unwrap().to_string();
+        assert_eq!(etag, format!("\"{}\"", sha_hex(&r.body)));
+        assert_eq!(get(&srv, &url, &[("If-None-Match", &etag)]).status, 304);
+        assert_eq!(get(&srv, &url, &[]).body, r.body, "made once, the same bytes after");
+        let model = load_bytes(r.body.clone(), None, None, &Device::flex()).expect("whole model loads");
+        assert!(model.encoder.is_some(), "with the image encoder");
+        assert_eq!(model.encoder_digest, digest);
+        let got = Predictor::new(model, Device::flex()).embed(&decode_image(&tiny_image()).unwrap()).unwrap();
+        let scale = want.to_vec().iter().fold(0f32, |m, v| m.max(v.abs()));
+        let tol = if dtype == "f32" { 1e-6 } else { 2e-2 } * scale;
+        for (a, b) in got.to_vec().iter().zip(want.to_vec()) {
+            assert!((a - b).abs() <= tol, "{dtype}: {a} vs {b}");
+        }
+        sizes.push(r.body.len());
+    }
+    assert!(sizes[0] < sizes[1], "f16 is smaller: {sizes:?}");
+    let stale = get(&srv, &format!("/api/v1/models/{TINY}/weights?digest={}", "0".repeat(64)), &[]);
+    assert_eq!((stale.status, stale.error().1.as_deref()), (404, Some("digest")));
+    let unpinned = get(&srv, &format!("/api/v1/models/{TINY}/weights?dtype=f32"), &[]);
+    assert_eq!((unpinned.status, unpinned.header("cache-control")), (200, Some("no-cache")));
+    let bad = get(&srv, &format!("/api/v1/models/{TINY}/weights?dtype=bf16"), &[]);
+    assert_eq!((bad.status, bad.error().1.as_deref()), (400, Some("dtype")));
+    let extra = get(&srv, &format!("/api/v1/models/{TINY}/weights?size=big"), &[]);
+    assert_eq!(extra.status, 400);
+}
+
 #[test]
 fn embedding_equals_the_predictors_and_a_repeat_is_a_cache_hit() {
     let srv = Server::start(&tiny_args());
@@ -775,6 +816,8 @@ fn the_page_health_and_metrics_are_served() {
             ("/segany-app_bg.wasm", "application/wasm"),
             ("/segany-decoder-worker.js", "text/javascript; charset=utf-8"),
             ("/segany-decoder-worker_bg.wasm", "application/wasm"),
+            ("/segany-encoder-worker.js", "text/javascript; charset=utf-8"),
+            ("/segany-encoder-worker_bg.wasm", "application/wasm"),
             ("/segany-segmenter.js", "text/javascript; charset=utf-8"),
         ] {
             let r = get(&srv, file, &[]);

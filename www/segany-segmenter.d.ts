@@ -52,8 +52,10 @@ export interface SeganySegmenterEventMap extends HTMLElementEventMap {
 }
 
 /**
- * `<segany-segmenter src server model>`: attributes `src` (image URL), `server` (segany base URL;
- * default: where the script came from), `model` (model id; default: the server's default).
+ * `<segany-segmenter src server model embed-on precision>`: attributes `src` (image URL), `server`
+ * (segany base URL; default: where the script came from), `model` (model id; default: the
+ * server's default), `embed-on` (`auto`: WebGPU when the browser has an adapter for the model,
+ * else the server; `webgpu`; `server`), `precision` (`f16` weights, the default, or `f32`).
  */
 export declare class SeganySegmenter extends HTMLElement {
   setImage(source: string | URL | Blob | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas): Promise<void>;
@@ -67,6 +69,9 @@ export declare class SeganySegmenter extends HTMLElement {
   clear(): Promise<void>;
   getObjects(): Promise<SegmentedObject[]>;
   loadObjects(objects: SavedObject[]): Promise<void>;
+  /** The current image's embedding in segany's SEGANYE1 wire format, or null before it has come. */
+  getEmbedding(): Promise<Uint8Array | null>;
+  setEmbedOn(where: 'auto' | 'webgpu' | 'server'): Promise<void>;
   destroy(): Promise<void>;
   addEventListener<K extends keyof SeganySegmenterEventMap>(
     type: K, listener: (this: SeganySegmenter, ev: SeganySegmenterEventMap[K]) => unknown,

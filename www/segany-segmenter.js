@@ -3,6 +3,9 @@
 //   <script type="module" src="https://your-segany-server/segany-segmenter.js"></script>
 //   <segany-segmenter src="image.jpg" server="https://your-segany-server" model="vit_t"></segany-segmenter>
 //
+// Attributes: src, server, model, embed-on ("auto": WebGPU when the browser has it, else the
+// server; "webgpu"; "server"), precision ("f16" weights, or "f32").
+//
 // The element is sized by the host (CSS width/height), themed with the custom properties
 // --segany-bg, --segany-fg, --segany-panel, --segany-border, --segany-accent, --segany-font,
 // --segany-radius, and keeps its markup and styles in a shadow root. Every widget on a page
@@ -46,7 +49,8 @@ export class SeganySegmenter extends HTMLElement {
     this.#mounted ??= loadWasm().then(() => {
       const root = this.shadowRoot.querySelector('.root');
       const server = this.getAttribute('server') ?? new URL('.', import.meta.url).href;
-      this.#segmenter = new Segmenter(root, this, server.replace(/\/$/, ''), ASSETS, this.getAttribute('model'));
+      this.#segmenter = new Segmenter(root, this, server.replace(/\/$/, ''), ASSETS, this.getAttribute('model'),
+        this.getAttribute('embed-on'), this.getAttribute('precision'));
       const src = this.getAttribute('src');
       if (src) return this.#show(src);
     }).catch((e) => this.#fail(e));
@@ -105,6 +109,10 @@ export class SeganySegmenter extends HTMLElement {
   async getObjects() { return (await this.#ready()).getObjects(); }
   /** Shows objects saved earlier ({name, score, segmentation}) on the current image. */
   async loadObjects(objects) { (await this.#ready()).loadObjects(objects); }
+  /** The current image's embedding (segany's SEGANYE1 wire format), or null before it has come. */
+  async getEmbedding() { return (await this.#ready()).getEmbedding() ?? null; }
+  /** "auto", "webgpu" or "server": where the next images are embedded. */
+  async setEmbedOn(where) { (await this.#ready()).setEmbedOn(where); }
   /** Frees this widget's share of the worker. */
   async destroy() { (await this.#ready()).destroy(); }
 }

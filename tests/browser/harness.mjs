@@ -14,11 +14,12 @@ export const CHROMIUM_FLAGS = [
   '--disable-component-update', '--disable-sync',
 ];
 
-/** Starts `segany serve` with the tiny random checkpoint; resolves to { url, stop }. */
-export async function startServer(extraArgs = []) {
+/** Starts `segany serve` with a random test checkpoint (`fixture`: `tiny`, a small ViT, or
+ * `tiny_vit_t`, a small TinyViT); resolves to { url, stop }. */
+export async function startServer(extraArgs = [], fixture = 'tiny') {
   const args = [
-    'serve', '--checkpoint', path.join(FIXTURES, 'tiny/checkpoint.pth'),
-    '--config', path.join(FIXTURES, 'tiny/sam_config.json'), '--addr', '127.0.0.1:0', ...extraArgs,
+    'serve', '--checkpoint', path.join(FIXTURES, fixture, 'checkpoint.pth'),
+    '--config', path.join(FIXTURES, fixture, 'sam_config.json'), '--addr', '127.0.0.1:0', ...extraArgs,
   ];
   const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -116,3 +117,18 @@ export function runsOf(mask) {
 
 /** Pixels set, from run lengths. */
 export const areaOf = (runs) => runs.reduce((a, r, i) => a + (i % 2 ? r : 0), 0);
+
+/** An embedding in segany's wire format (SEGANYE1: magic, u32 header length, JSON header, zero
+ * padding to a multiple of 8, little-endian f16/f32 values): { header, values: Float32Array }. */
+export function decodeWire(bytes) {
+  const b = Buffer.from(bytes);
+  if (b.subarray(0, 8).toString('latin1') !== 'SEGANYE1') throw new Error('not a SEGANYE1 embedding');
+  const len = b.readUInt32LE(8);
+  const header = JSON.parse(b.subarray(12, 12 + len).toString('utf8'));
+  const offset = Math.ceil((12 + len) / 8) * 8;
+  const n = header.shape.reduce((a, d) => a * d, 1);
+  if (header.dtype !== 'f32') throw new Error(`decodeWire reads f32, not ${header.dtype}`);
+  const values = new Float32Array(n);
+  for (let i = 0; i < n; i++) values[i] = b.readFloatLE(offset + 4 * i);
+  return { header, values };
+}

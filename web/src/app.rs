@@ -1,7 +1,8 @@
 //! The page's main thread: builds the UI into a root node, turns pointer and key events into
 //! [`Session`] edits, sends prompts to the decoder worker (at most one decode in flight; later
-//! edits and hovers wait, only the newest of each kind kept), fetches decoder weights (Cache API)
-//! and embeddings from the server, and draws the layers.
+//! edits and hovers wait, only the newest of each kind kept), fetches decoder weights (Cache API),
+//! gets each picture's embedding from the WebGPU encoder worker or the server (see
+//! [`EmbedOn`]), and draws the layers.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -41,6 +42,39 @@ pub struct Options {
     /// Where `ready`, `mask-change`, `object-commit` and `error` events go (the widget's element);
     /// none for the page.
     pub events: Option<web_sys::EventTarget>,
+    /// Where embeddings are computed at first (the user can switch).
+    pub embed_on: EmbedOn,
+    /// Weights to download: `f16` (half the bytes) or `f32` (the checkpoint's values).
+    pub precision: String,
+}
+
+/// Where the image embedding is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedOn {
+    /// WebGPU when the browser has an adapter that can hold the model, else the server.
+    Auto,
+    /// The page's WebGPU encoder worker (the server if that fails, saying so).
+    WebGpu,
+    Server,
+}
+
+impl EmbedOn {
+    pub fn parse(s: &str) -> Option<EmbedOn> {
+        match s {
+            "auto" => Some(EmbedOn::Auto),
+            "webgpu" => Some(EmbedOn::WebGpu),
+            "server" => Some(EmbedOn::Server),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            EmbedOn::Auto => "auto",
+            EmbedOn::WebGpu => "webgpu",
+            EmbedOn::Server => "server",
+        }
+    }
 }
 
 /// Entry point of the page: mounts the UI into `#segany`.
@@ -51,7 +85,19 @@ pub fn start() {
     let Some(root) = document.get_element_by_id("segany") else { return };
     let base = document.base_uri().ok().flatten().unwrap_or_default();
     let assets = base.rsplit_once('/').map_or(String::new(), |(dir, _)| format!("{dir}/"));
-    let options = Options { server: String::new(), assets, model: None, events: None };
+    // `?embed=webgpu|server|auto`, `?precision=f32|f16`, `?model=ID`.
+    let params = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok());
+    let param = |k: &str| params.as_ref().and_then(|p| p.get(k));
+    let options = Options {
+        server: String::new(),
+        assets,
+        model: param("model"),
+        events: None,
+        embed_on: param("embed").and_then(|e| EmbedOn::parse(&e)).unwrap_or(EmbedOn::Auto),
+        precision: param("precision").filter(|p| p == "f32").unwrap_or_else(|| "f16".into()),
+    };
     if let Err(e) = mount(&root, options, true) {
         web_sys::console::error_1(&e);
     }
@@ -62,6 +108,7 @@ struct Ui {
     app: HtmlElement,
     file: HtmlInputElement,
     model: HtmlSelectElement,
+    embed_on: HtmlSelectElement,
     drop: HtmlElement,
     layers: HtmlElement,
     image: HtmlCanvasElement,
@@ -117,6 +164,7 @@ impl Ui {
         Ok(Ui {
             file: find(&app, "file")?,
             model: find(&app, "model")?,
+            embed_on: find(&app, "embed-on")?,
             drop: find(&app, "drop")?,
             layers: find(&app, "layers")?,
             image: find(&app, "image")?,
@@ -148,6 +196,30 @@ struct ModelInfo {
     id: String,
     variant: Option<String>,
     decoder: std::collections::BTreeMap<String, DecoderFile>,
+    /// The whole model, for the WebGPU encoder.
+    #[serde(default)]
+    weights: std::collections::BTreeMap<String, DecoderFile>,
+}
+
+impl ModelInfo {
+    /// The largest buffer the encoder needs on the GPU, in bytes: ViT's global attention holds
+    /// `heads × 4096 × 4096` f32 logits at once; TinyViT's windows need far less.
+    fn encoder_buffer_bytes(&self) -> f64 {
+        let heads = match self.variant.as_deref() {
+            Some("vit_b") => 12.0,
+            Some("vit_l") | Some("vit_h") => 16.0,
+            _ => 0.0,
+        };
+        heads * 4096.0 * 4096.0 * 4.0
+    }
+}
+
+/// What the browser's WebGPU adapter offers (asked once per app).
+#[derive(Debug, Clone)]
+enum Gpu {
+    Unknown,
+    Missing(String),
+    Adapter { name: String, max_buffer: f64 },
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -235,6 +307,18 @@ struct App {
     drawn: Drawn,
     /// Generation of the current picture, to drop answers about an earlier one.
     picture_generation: u64,
+    embed_on: EmbedOn,
+    gpu: Gpu,
+    /// Set when WebGPU failed in this app: Auto embeds on the server from then on.
+    webgpu_failed: Option<String>,
+    /// Futures waiting for the encoder worker, by what they wait for (`w:KEY` for weights,
+    /// `e:ID` for an embedding).
+    encoder_waits: Vec<(String, Box<dyn FnOnce(JsValue)>)>,
+    /// The current picture's embedding as it came (wire format), for `getEmbedding()`.
+    embedding_bytes: Option<Rc<Vec<u8>>>,
+    /// The current picture's encoded bytes when it was embedded in the page: the server needs
+    /// them for Everything, having no embedding of its own.
+    image_bytes: Option<Rc<Vec<u8>>>,
 }
 
 type Shared = Rc<RefCell<App>>;
@@ -243,7 +327,9 @@ type Shared = Rc<RefCell<App>>;
 /// page) rather than on the UI only (a widget among others).
 pub fn mount(root: &Element, options: Options, global_keys: bool) -> Result<Widget, JsValue> {
     let ui = Ui::build(root)?;
+    ui.embed_on.set_value(options.embed_on.name());
     let assets = options.assets.clone();
+    let embed_on = options.embed_on;
     let app = Rc::new(RefCell::new(App {
         ui,
         options,
@@ -272,6 +358,12 @@ pub fn mount(root: &Element, options: Options, global_keys: bool) -> Result<Widg
         loading: 0,
         drawn: Drawn::default(),
         picture_generation: 0,
+        embed_on,
+        gpu: Gpu::Unknown,
+        webgpu_failed: None,
+        encoder_waits: Vec::new(),
+        embedding_bytes: None,
+        image_bytes: None,
     }));
     let weak = Rc::downgrade(&app);
     app.borrow_mut().client = hub::register(&assets, move |data| {
@@ -369,6 +461,18 @@ impl Widget {
         Ok(())
     }
 
+    /// The current picture's embedding (wire format), once it has come.
+    pub fn embedding(&self) -> Option<Vec<u8>> {
+        self.0.borrow().embedding_bytes.as_deref().cloned()
+    }
+
+    /// Where embeddings are computed from now on (the current picture keeps its embedding).
+    pub fn set_embed_on(&self, on: EmbedOn) {
+        let mut a = self.0.borrow_mut();
+        a.embed_on = on;
+        a.ui.embed_on.set_value(on.name());
+    }
+
     /// Frees this widget's embedding in the shared worker.
     pub fn destroy(&self) {
         hub::unregister(self.0.borrow().client);
@@ -429,6 +533,34 @@ fn wire_events(app: &Shared, global_keys: bool) -> Result<(), JsValue> {
     listen(&model, "change", move |_: web_sys::Event| {
         let id = a.borrow().ui.model.value();
         select_model(&a, id);
+    })?;
+    let a = app.clone();
+    let embed_select = app.borrow().ui.embed_on.clone();
+    listen(&embed_select, "change", move |_: web_sys::Event| {
+        let on = EmbedOn::parse(&a.borrow().ui.embed_on.value()).unwrap_or(EmbedOn::Auto);
+        let again = {
+            let mut app = a.borrow_mut();
+            app.embed_on = on;
+            app.webgpu_failed = None;
+            app.picture.is_some()
+        };
+        // The picture on the stage is embedded again where the user asked.
+        if again {
+            let a = a.clone();
+            spawn_local(async move {
+                let generation = a.borrow().picture_generation;
+                if let Some(bytes) = current_bytes(&a).await {
+                    a.borrow_mut().loading += 1;
+                    let r = embed(&a, bytes, generation).await;
+                    let mut app = a.borrow_mut();
+                    app.loading -= 1;
+                    if let Err(e) = r {
+                        app.error(&describe(&e));
+                    }
+                    app.render();
+                }
+            });
+        }
     })?;
 
     // Drop and paste.
@@ -616,15 +748,21 @@ fn segment_everything(app: &Shared) {
     spawn_local(async move {
         let request = {
             let mut app = a.borrow_mut();
-            let (Some(model), Some(sha)) = (app.model.clone(), app.image_sha256.clone()) else { return };
+            let Some(model) = app.model.clone() else { return };
+            // By hash when the server made the embedding (it has it cached), else the image itself.
+            let image = match (app.image_sha256.clone(), app.image_bytes.clone()) {
+                (Some(sha), _) => ImageRef::Sha(sha),
+                (None, Some(bytes)) => ImageRef::Bytes(bytes),
+                (None, None) => return,
+            };
             app.loading += 1;
             app.set_status("Segmenting everything on the server…");
             app.render();
-            (app.options.server.clone(), model, sha, app.picture_generation)
+            (app.options.server.clone(), model, image, app.picture_generation)
         };
-        let (server, model, sha, generation) = request;
+        let (server, model, image, generation) = request;
         let t = web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now());
-        let result = everything_request(&server, &model, &sha).await;
+        let result = everything_request(&server, &model, &image).await;
         let ms = web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now()) - t;
         let mut app = a.borrow_mut();
         app.loading -= 1;
@@ -646,15 +784,33 @@ fn segment_everything(app: &Shared) {
     });
 }
 
-async fn everything_request(server: &str, model: &str, sha: &str) -> Result<Vec<(Rc<Vec<u8>>, f32)>, JsValue> {
+/// How a request names its image to the server.
+enum ImageRef {
+    /// The SHA-256 of an image the server has embedded.
+    Sha(String),
+    /// The image file itself.
+    Bytes(Rc<Vec<u8>>),
+}
+
+async fn everything_request(server: &str, model: &str, image: &ImageRef) -> Result<Vec<(Rc<Vec<u8>>, f32)>, JsValue> {
     let init = RequestInit::new();
     init.set_method("POST");
-    let body = serde_json::json!({"model": model, "image_sha256": sha}).to_string();
-    init.set_body(&JsValue::from_str(&body));
     let headers = web_sys::Headers::new()?;
-    headers.set("content-type", "application/json")?;
+    let url = match image {
+        ImageRef::Sha(sha) => {
+            let body = serde_json::json!({"model": model, "image_sha256": sha}).to_string();
+            init.set_body(&JsValue::from_str(&body));
+            headers.set("content-type", "application/json")?;
+            format!("{server}/api/v1/everything")
+        }
+        ImageRef::Bytes(bytes) => {
+            init.set_body(&Uint8Array::from(&bytes[..]));
+            headers.set("content-type", "application/octet-stream")?;
+            format!("{server}/api/v1/everything?model={}", js_sys::encode_uri_component(model))
+        }
+    };
     init.set_headers(&headers);
-    let response = fetch(&Request::new_with_str_and_init(&format!("{server}/api/v1/everything"), &init)?).await?;
+    let response = fetch(&Request::new_with_str_and_init(&url, &init)?).await?;
     if !response.ok() {
         return Err(error_text(&response).await.into());
     }
@@ -671,20 +827,200 @@ async fn everything_request(server: &str, model: &str, sha: &str) -> Result<Vec<
     Ok(masks)
 }
 
-/// Asks the server for the embedding of the current picture, then hands it to the worker.
+/// Gets the embedding of the current picture, on WebGPU or from the server (see [`EmbedOn`]),
+/// then hands it to the decoder worker. WebGPU that is missing, too small for the model or
+/// failing falls back to the server, and the status line says so.
 async fn embed(app: &Shared, bytes: Vec<u8>, generation: u64) -> Result<(), JsValue> {
-    let (url, model) = {
-        let a = app.borrow();
-        let Some(model) = a.model.clone() else {
-            // The model list is not in yet: the model's selection embeds these bytes.
-            drop(a);
-            app.borrow_mut().deferred_image = Some((bytes, generation));
-            return Ok(());
-        };
-        (format!("{}/api/v1/embeddings?model={}", a.options.server, js_sys::encode_uri_component(&model)), model)
+    let Some(model) = app.borrow().model.clone() else {
+        // The model list is not in yet: the model's selection embeds these bytes.
+        app.borrow_mut().deferred_image = Some((bytes, generation));
+        return Ok(());
     };
     app.borrow_mut().embedding_for = Some((generation, model.clone()));
-    app.borrow_mut().set_status(&format!("Computing the embedding ({model}) on the server…"));
+    let fallback = match webgpu_plan(app, &model).await {
+        Ok(url) => match embed_on_webgpu(app, &bytes, generation, &model, &url).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                app.borrow_mut().webgpu_failed = Some(e.clone());
+                Some(format!("WebGPU failed ({e})"))
+            }
+        },
+        Err(reason) => reason,
+    };
+    {
+        let a = app.borrow();
+        if a.picture_generation != generation || a.model.as_deref() != Some(&model) {
+            return Ok(());
+        }
+    }
+    embed_on_server(app, bytes, generation, &model, fallback).await
+}
+
+/// The URL of the whole model's weights when this picture is to be embedded on WebGPU; else why
+/// not (`None`: the user chose the server).
+async fn webgpu_plan(app: &Shared, model: &str) -> Result<String, Option<String>> {
+    let (on, failed, info, precision) = {
+        let a = app.borrow();
+        let info = a.models.iter().find(|m| m.id == model).cloned();
+        (a.embed_on, a.webgpu_failed.clone(), info, a.options.precision.clone())
+    };
+    if on == EmbedOn::Server {
+        return Err(None);
+    }
+    if let (EmbedOn::Auto, Some(e)) = (on, failed) {
+        return Err(Some(format!("WebGPU failed earlier ({e})")));
+    }
+    let info = info.ok_or_else(|| Some(format!("unknown model {model}")))?;
+    let Some(file) = info.weights.get(&precision).or(info.weights.get("f16")) else {
+        return Err(Some("the server offers no weights for WebGPU".into()));
+    };
+    let gpu = { app.borrow().gpu.clone() };
+    let gpu = match gpu {
+        Gpu::Unknown => {
+            let probed = probe_webgpu().await;
+            app.borrow_mut().gpu = probed.clone();
+            probed
+        }
+        known => known,
+    };
+    match gpu {
+        Gpu::Missing(why) => Err(Some(why)),
+        Gpu::Adapter { max_buffer, .. } if info.encoder_buffer_bytes() > max_buffer => Err(Some(format!(
+            "{model} needs {:.0} MB GPU buffers, this adapter allows {:.0} MB",
+            info.encoder_buffer_bytes() / 1e6,
+            max_buffer / 1e6
+        ))),
+        _ => Ok(format!("{}{}", app.borrow().options.server, file.url)),
+    }
+}
+
+/// Asks `navigator.gpu` for an adapter (on the main thread too: only to decide, never to compute).
+async fn probe_webgpu() -> Gpu {
+    use js_sys::{Function, Promise, Reflect};
+    let Some(window) = web_sys::window() else { return Gpu::Missing("no window".into()) };
+    let gpu = Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or(JsValue::UNDEFINED);
+    if gpu.is_undefined() || gpu.is_null() {
+        return Gpu::Missing("this browser has no WebGPU".into());
+    }
+    let request = Reflect::get(&gpu, &"requestAdapter".into()).ok().and_then(|f| f.dyn_into::<Function>().ok());
+    let Some(promise) = request.and_then(|f| f.call0(&gpu).ok()).and_then(|p| p.dyn_into::<Promise>().ok()) else {
+        return Gpu::Missing("navigator.gpu.requestAdapter failed".into());
+    };
+    let adapter = match JsFuture::from(promise).await {
+        Ok(a) if !a.is_null() && !a.is_undefined() => a,
+        Ok(_) => return Gpu::Missing("WebGPU has no adapter here".into()),
+        Err(e) => return Gpu::Missing(format!("WebGPU adapter request failed: {}", describe(&e))),
+    };
+    let field = |o: &JsValue, k: &str| Reflect::get(o, &k.into()).unwrap_or(JsValue::UNDEFINED);
+    let limits = field(&adapter, "limits");
+    let max_buffer = ["maxStorageBufferBindingSize", "maxBufferSize"]
+        .iter()
+        .filter_map(|k| field(&limits, k).as_f64())
+        .fold(f64::INFINITY, f64::min);
+    let info = field(&adapter, "info");
+    let name = ["description", "architecture", "vendor"]
+        .iter()
+        .filter_map(|k| field(&info, k).as_string())
+        .find(|v| !v.is_empty())
+        .unwrap_or_else(|| "WebGPU".into());
+    Gpu::Adapter { name, max_buffer }
+}
+
+/// A promise for the encoder worker's next message about `tag` (see `App::encoder_waits`).
+fn encoder_wait(app: &Shared, tag: String) -> JsFuture {
+    let (tx, rx) = futures_channel();
+    app.borrow_mut().encoder_waits.push((tag, Box::new(tx)));
+    rx
+}
+
+/// Embeds the picture in the encoder worker, loading the model's weights there first (downloaded
+/// once for every client, cached by the browser).
+async fn embed_on_webgpu(app: &Shared, bytes: &[u8], generation: u64, model: &str, url: &str) -> Result<(), String> {
+    let (client, adapter) = {
+        let a = app.borrow();
+        let adapter = match &a.gpu {
+            Gpu::Adapter { name, .. } => name.clone(),
+            _ => "WebGPU".into(),
+        };
+        (a.client, adapter)
+    };
+    let t = web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now());
+    match hub::want_weights(client, url, hub::Role::Encoder) {
+        hub::WeightsNeed::Fetch => {
+            let wait = encoder_wait(app, format!("w:{url}"));
+            app.borrow_mut().set_status(&format!("Downloading {model} for WebGPU…"));
+            match fetch_weights(app, url).await {
+                Ok(weights) => hub::weights_fetched(url, weights),
+                Err(e) => hub::weights_failed(url, &describe(&e)),
+            }
+            app.borrow_mut().set_status(&format!("Loading {model} onto the GPU…"));
+            expect_kind(wait.await, "weights_loaded")?;
+        }
+        hub::WeightsNeed::Wait => {
+            app.borrow_mut().set_status(&format!("Loading {model} onto the GPU…"));
+            expect_kind(encoder_wait(app, format!("w:{url}")).await, "weights_loaded")?;
+        }
+        hub::WeightsNeed::Loaded(_) => {}
+    }
+    let id = {
+        let mut a = app.borrow_mut();
+        if a.picture_generation != generation || a.model.as_deref() != Some(model) {
+            return Ok(());
+        }
+        a.set_status(&format!("Computing the embedding ({model}) on WebGPU ({adapter})…"));
+        a.next_id += 1;
+        a.next_id
+    };
+    let wait = encoder_wait(app, format!("e:{id}"));
+    let buffer = Uint8Array::from(bytes).buffer();
+    let fields = [
+        ("client", client.into()),
+        ("key", url.into()),
+        ("id", id.into()),
+        ("model", model.into()),
+        ("bytes", buffer.clone().into()),
+    ];
+    hub::post_to(hub::Role::Encoder, message("encode", &fields), Array::of1(&buffer));
+    let reply = expect_kind(wait.await, "encoded")?;
+    let data = Uint8Array::new(&get(&reply, "bytes")).to_vec();
+    let ms = web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now()) - t;
+    let gpu_ms = get(&reply, "ms").as_f64().unwrap_or(0.0);
+    let mut a = app.borrow_mut();
+    if a.picture_generation != generation || a.model.as_deref() != Some(model) {
+        return Ok(());
+    }
+    a.ui.embedding.set_text_content(Some(&format!(
+        "Embedding: WebGPU ({adapter}) · {model} · {:.2} s ({:.2} s with loading)",
+        gpu_ms / 1000.0,
+        ms / 1000.0
+    )));
+    a.ui.app.set_attribute("data-embedded-on", "webgpu").ok();
+    a.ui.app.set_attribute("data-embed-ms", &format!("{gpu_ms:.1}")).ok();
+    a.image_sha256 = None;
+    a.image_bytes = Some(Rc::new(bytes.to_vec()));
+    a.embedding_bytes = Some(Rc::new(data.clone()));
+    a.embedding_waiting = Some(data);
+    a.send_embedding();
+    Ok(())
+}
+
+/// The encoder worker's answer, or its error as a message.
+fn expect_kind(reply: Result<JsValue, JsValue>, want: &str) -> Result<JsValue, String> {
+    let reply = reply.map_err(|e| describe(&e))?;
+    match kind(&reply).as_str() {
+        k if k == want => Ok(reply),
+        "error" => Err(get(&reply, "message").as_string().unwrap_or_else(|| "the encoder worker failed".into())),
+        other => Err(format!("unexpected answer '{other}' from the encoder worker")),
+    }
+}
+
+/// Asks the server for the embedding of the current picture, then hands it to the worker.
+/// `fallback`: why WebGPU was not used, when it was meant to be.
+async fn embed_on_server(app: &Shared, bytes: Vec<u8>, generation: u64, model: &str, fallback: Option<String>) -> Result<(), JsValue> {
+    let model = model.to_string();
+    let url = format!("{}/api/v1/embeddings?model={}", app.borrow().options.server, js_sys::encode_uri_component(&model));
+    let note = fallback.as_ref().map(|f| format!("{f}: ")).unwrap_or_default();
+    app.borrow_mut().set_status(&format!("{note}computing the embedding ({model}) on the server…"));
     let perf = web_sys::window().and_then(|w| w.performance());
     let t = perf.as_ref().map_or(0.0, |p| p.now());
     let init = RequestInit::new();
@@ -711,8 +1047,13 @@ async fn embed(app: &Shared, bytes: Vec<u8>, generation: u64) -> Result<(), JsVa
         return Ok(());
     }
     let how = if cache == "hit" { "cached" } else { "computed" };
-    a.ui.embedding.set_text_content(Some(&format!("Embedding: server · {model} · {:.2} s ({how})", ms / 1000.0)));
+    let why = fallback.map(|f| format!(" — {f}")).unwrap_or_default();
+    a.ui.embedding.set_text_content(Some(&format!("Embedding: server · {model} · {:.2} s ({how}){why}", ms / 1000.0)));
+    a.ui.app.set_attribute("data-embedded-on", "server").ok();
+    a.ui.app.set_attribute("data-embed-ms", &format!("{ms:.1}")).ok();
     a.image_sha256 = sha;
+    a.image_bytes = None;
+    a.embedding_bytes = Some(Rc::new(data.clone()));
     a.embedding_waiting = Some(data);
     a.send_embedding();
     Ok(())
@@ -796,7 +1137,7 @@ fn select_model(app: &Shared, id: String) {
             return;
         };
         let client = a.borrow().client;
-        match hub::want_weights(client, &url) {
+        match hub::want_weights(client, &url, hub::Role::Decoder) {
             hub::WeightsNeed::Fetch => {
                 a.borrow_mut().loading += 1;
                 let result = fetch_weights(&a, &url).await;
@@ -966,7 +1307,28 @@ impl App {
         self.render();
     }
 
+    /// An encoder worker message: resolves what waits for it (every wait when the worker died).
+    fn on_encoder(&mut self, data: JsValue) {
+        let kind = kind(&data);
+        let key = get(&data, "key").as_string();
+        let id = get(&data, "id").as_f64().map(|i| i as u32);
+        let tag = match (kind.as_str(), id, key) {
+            ("encoded" | "error", Some(id), _) => Some(format!("e:{id}")),
+            ("weights_loaded" | "error", None, Some(key)) => Some(format!("w:{key}")),
+            _ => None,
+        };
+        let waits = std::mem::take(&mut self.encoder_waits);
+        let (hit, rest): (Vec<_>, Vec<_>) = waits.into_iter().partition(|(t, _)| tag.is_none() || tag.as_ref() == Some(t));
+        self.encoder_waits = rest;
+        for (_, tx) in hit {
+            tx(data.clone());
+        }
+    }
+
     fn on_worker(&mut self, data: JsValue) {
+        if get(&data, "worker").as_string().as_deref() == Some("encoder") {
+            return self.on_encoder(data);
+        }
         match kind(&data).as_str() {
             "weights_loaded" => {
                 let key = get(&data, "key").as_string().unwrap_or_default();
@@ -1152,6 +1514,9 @@ impl App {
         self.picture = Some(picture);
         self.embedding_ready = false;
         self.embedding_waiting = None;
+        self.embedding_bytes = None;
+        self.image_bytes = None;
+        self.ui.app.remove_attribute("data-embedded-on").ok();
         self.in_flight = None;
         self.queued_edit = None;
         self.queued_hover = None;
@@ -1412,7 +1777,9 @@ impl App {
                 "commit" => has_mask,
                 "cancel" => s.is_some_and(|s| !s.draft().is_empty()),
                 "clear" => s.is_some_and(|s| !s.draft().is_empty() || !s.objects().is_empty()),
-                "everything" => self.everything.is_some() || (self.embedding_ready && self.image_sha256.is_some()),
+                "everything" => {
+                    self.everything.is_some() || (self.embedding_ready && (self.image_sha256.is_some() || self.image_bytes.is_some()))
+                }
                 _ => exportable,
             };
             if enabled {

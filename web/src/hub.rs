@@ -1,7 +1,8 @@
-//! The page's one decoder worker, shared by every client on it (the page's app, or each
-//! `<segany-segmenter>` widget): one worker thread and one copy of each model's decoder weights,
-//! however many widgets there are. Worker messages go to the client they name; weights are
-//! fetched by the first client that wants them while later ones wait for the same load.
+//! The page's workers, shared by every client on it (the page's app, or each
+//! `<segany-segmenter>` widget): one decoder worker and, once a client embeds on WebGPU, one
+//! encoder worker, with one copy of each model's weights however many widgets there are. Worker
+//! messages go to the client they name; weights are fetched by the first client that wants them
+//! while later ones wait for the same load.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,6 +16,28 @@ use crate::protocol::{get, kind, message};
 
 type Callback = Rc<dyn Fn(JsValue)>;
 
+/// Which worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Prompt encoder and mask decoder on the CPU (wasm): every client's clicks.
+    Decoder,
+    /// The image encoder on WebGPU.
+    Encoder,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Decoder => "decoder",
+            Role::Encoder => "encoder",
+        }
+    }
+}
+
+/// The encoder worker runs this before burn starts: it lets burn's shaders through browsers'
+/// WebGPU (see the file).
+const WEBGPU_FIXES_JS: &str = include_str!("../../crates/segany-wasm/src/webgpu_fixes.js");
+
 enum Weights {
     /// A client is downloading them; these clients wait.
     Fetching(Vec<u32>),
@@ -24,14 +47,22 @@ enum Weights {
     Loaded(String),
 }
 
-struct Hub {
+/// A worker and what waits for it.
+struct Channel {
     worker: Worker,
     ready: bool,
     /// Messages posted before the worker could take them, with their transfer lists.
     queue: Vec<(js_sys::Object, Array)>,
+}
+
+struct Hub {
+    /// Base URL of the workers' files.
+    assets: String,
+    channels: HashMap<Role, Channel>,
     clients: HashMap<u32, Callback>,
     next_client: u32,
-    weights: HashMap<String, Weights>,
+    /// By key (URL), with the worker they go to.
+    weights: HashMap<String, (Role, Weights)>,
 }
 
 thread_local! {
@@ -48,17 +79,29 @@ pub enum WeightsNeed {
     Loaded(String),
 }
 
-/// The decoder worker, started from a small classic script (a Blob) so that its files may come
-/// from another origin than the page's (the widget).
-fn spawn_worker(assets: &str) -> Result<Worker, JsValue> {
-    let js = serde_json::to_string(&format!("{assets}segany-decoder-worker.js")).expect("string");
-    let wasm = serde_json::to_string(&format!("{assets}segany-decoder-worker_bg.wasm")).expect("string");
-    let source = format!("importScripts({js});wasm_bindgen({{module_or_path:{wasm}}});");
+/// A worker, started from a small classic script (a Blob) so that its files may come from
+/// another origin than the page's (the widget).
+fn spawn_worker(assets: &str, role: Role) -> Result<Channel, JsValue> {
+    let name = format!("{assets}segany-{}-worker", role.name());
+    let js = serde_json::to_string(&format!("{name}.js")).expect("string");
+    let wasm = serde_json::to_string(&format!("{name}_bg.wasm")).expect("string");
+    let prelude = if role == Role::Encoder { WEBGPU_FIXES_JS } else { "" };
+    let source = format!("{prelude}\nimportScripts({js});wasm_bindgen({{module_or_path:{wasm}}});");
     let options = BlobPropertyBag::new();
     options.set_type("text/javascript");
     let blob = Blob::new_with_str_sequence_and_options(&Array::of1(&source.into()), &options)?;
     let url = Url::create_object_url_with_blob(&blob)?;
-    Worker::new(&url)
+    let worker = Worker::new(&url)?;
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| dispatch(role, e.data()));
+    worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |e: web_sys::ErrorEvent| {
+        let msg = message("error", &[("stage", "worker".into()), ("message", e.message().into())]);
+        dispatch(role, msg.into());
+    });
+    worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    on_error.forget();
+    Ok(Channel { worker, ready: false, queue: Vec::new() })
 }
 
 /// Registers a client (starting the worker from `assets` for the first); `callback` gets the
@@ -66,17 +109,14 @@ fn spawn_worker(assets: &str) -> Result<Worker, JsValue> {
 pub fn register(assets: &str, callback: impl Fn(JsValue) + 'static) -> Result<u32, JsValue> {
     let fresh = HUB.with_borrow(|h| h.is_none());
     if fresh {
-        let worker = spawn_worker(assets)?;
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|e: MessageEvent| dispatch(e.data()));
-        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        on_message.forget();
-        let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(|e: web_sys::ErrorEvent| {
-            let msg = message("error", &[("stage", "worker".into()), ("message", e.message().into())]);
-            dispatch(msg.into());
-        });
-        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        on_error.forget();
-        HUB.set(Some(Hub { worker, ready: false, queue: Vec::new(), clients: HashMap::new(), next_client: 1, weights: HashMap::new() }));
+        let decoder = spawn_worker(assets, Role::Decoder)?;
+        HUB.set(Some(Hub {
+            assets: assets.to_string(),
+            channels: HashMap::from([(Role::Decoder, decoder)]),
+            clients: HashMap::new(),
+            next_client: 1,
+            weights: HashMap::new(),
+        }));
     }
     Ok(HUB.with_borrow_mut(|h| {
         let h = h.as_mut().expect("started");
@@ -87,7 +127,7 @@ pub fn register(assets: &str, callback: impl Fn(JsValue) + 'static) -> Result<u3
     }))
 }
 
-/// Forgets a client and frees its embedding in the worker.
+/// Forgets a client and frees its embedding in the decoder worker.
 pub fn unregister(client: u32) {
     HUB.with_borrow_mut(|h| {
         if let Some(h) = h {
@@ -97,55 +137,85 @@ pub fn unregister(client: u32) {
     post(message("release", &[("client", client.into())]), Array::new());
 }
 
-/// Posts a message to the worker, or queues it until the worker is ready.
+/// Posts a message to the decoder worker, or queues it until the worker is ready.
 pub fn post(msg: js_sys::Object, transfer: Array) {
+    post_to(Role::Decoder, msg, transfer);
+}
+
+/// Posts a message to a worker (starting the encoder worker on its first message), or queues it
+/// until the worker is ready.
+pub fn post_to(role: Role, msg: js_sys::Object, transfer: Array) {
     HUB.with_borrow_mut(|h| {
         let Some(h) = h else { return };
-        if h.ready {
-            let _ = h.worker.post_message_with_transfer(&msg, &transfer);
+        if !h.channels.contains_key(&role) {
+            match spawn_worker(&h.assets, role) {
+                Ok(channel) => {
+                    h.channels.insert(role, channel);
+                }
+                Err(e) => {
+                    web_sys::console::error_2(&"segany: cannot start a worker".into(), &e);
+                    return;
+                }
+            }
+        }
+        let channel = h.channels.get_mut(&role).expect("started");
+        if channel.ready {
+            let _ = channel.worker.post_message_with_transfer(&msg, &transfer);
         } else {
-            h.queue.push((msg, transfer));
+            channel.queue.push((msg, transfer));
         }
     });
 }
 
-pub fn want_weights(client: u32, key: &str) -> WeightsNeed {
+/// What `client` must do to have the weights at `key` in `role`'s worker.
+pub fn want_weights(client: u32, key: &str, role: Role) -> WeightsNeed {
     HUB.with_borrow_mut(|h| {
         let h = h.as_mut().expect("registered");
         match h.weights.get_mut(key) {
             None => {
-                h.weights.insert(key.to_string(), Weights::Fetching(vec![client]));
+                h.weights.insert(key.to_string(), (role, Weights::Fetching(vec![client])));
                 WeightsNeed::Fetch
             }
-            Some(Weights::Fetching(waiting) | Weights::Loading(waiting)) => {
+            Some((_, Weights::Fetching(waiting) | Weights::Loading(waiting))) => {
                 waiting.push(client);
                 WeightsNeed::Wait
             }
-            Some(Weights::Loaded(digest)) => WeightsNeed::Loaded(digest.clone()),
+            Some((_, Weights::Loaded(digest))) => WeightsNeed::Loaded(digest.clone()),
         }
     })
 }
 
-/// The downloaded weights: hands them to the worker (transferred, not copied).
+/// The downloaded weights: hands them to their worker (transferred, not copied).
 pub fn weights_fetched(key: &str, bytes: Vec<u8>) {
-    HUB.with_borrow_mut(|h| {
+    let role = HUB.with_borrow_mut(|h| {
         let h = h.as_mut().expect("registered");
-        if let Some(Weights::Fetching(waiting)) = h.weights.remove(key) {
-            h.weights.insert(key.to_string(), Weights::Loading(waiting));
+        match h.weights.remove(key) {
+            Some((role, Weights::Fetching(waiting))) => {
+                h.weights.insert(key.to_string(), (role, Weights::Loading(waiting)));
+                role
+            }
+            Some((role, other)) => {
+                h.weights.insert(key.to_string(), (role, other));
+                role
+            }
+            None => Role::Decoder,
         }
     });
     let buffer = js_sys::Uint8Array::from(&bytes[..]).buffer();
-    post(message("weights", &[("key", key.into()), ("bytes", buffer.clone().into())]), Array::of1(&buffer));
+    post_to(role, message("weights", &[("key", key.into()), ("bytes", buffer.clone().into())]), Array::of1(&buffer));
 }
 
 /// The download failed: the clients waiting for it are told, and a later want fetches again.
 pub fn weights_failed(key: &str, error: &str) {
     let msg = message("error", &[("key", key.into()), ("stage", "weights".into()), ("message", error.into())]);
-    dispatch(msg.into());
+    let role = HUB.with_borrow(|h| h.as_ref().and_then(|h| h.weights.get(key)).map(|(r, _)| *r)).unwrap_or(Role::Decoder);
+    dispatch(role, msg.into());
 }
 
-/// A worker message to the clients it concerns.
-fn dispatch(data: JsValue) {
+/// A worker message to the clients it concerns, with `worker` set to the role of the worker it
+/// came from.
+fn dispatch(role: Role, data: JsValue) {
+    let _ = js_sys::Reflect::set(&data, &"worker".into(), &role.name().into());
     let kind = kind(&data);
     let client = get(&data, "client").as_f64().map(|c| c as u32);
     let key = get(&data, "key").as_string();
@@ -153,18 +223,26 @@ fn dispatch(data: JsValue) {
     let targets: Vec<Callback> = HUB.with_borrow_mut(|h| {
         let Some(h) = h else { return Vec::new() };
         if kind == "ready" {
-            h.ready = true;
-            flush = std::mem::take(&mut h.queue);
+            if let Some(channel) = h.channels.get_mut(&role) {
+                channel.ready = true;
+                flush = std::mem::take(&mut channel.queue);
+            }
             return Vec::new();
         }
         if let Some(c) = client {
             return h.clients.get(&c).cloned().into_iter().collect();
         }
         let Some(key) = key else {
-            return h.clients.values().cloned().collect(); // the worker itself failed
+            // The worker itself failed: forget it and what was loading in it, so that a later
+            // request starts afresh.
+            if kind == "error" {
+                h.channels.remove(&role);
+                h.weights.retain(|_, (r, _)| *r != role);
+            }
+            return h.clients.values().cloned().collect();
         };
         let waiting = match h.weights.remove(&key) {
-            Some(Weights::Fetching(w) | Weights::Loading(w)) => w,
+            Some((_, Weights::Fetching(w) | Weights::Loading(w))) => w,
             Some(loaded) => {
                 h.weights.insert(key.clone(), loaded);
                 Vec::new()
@@ -173,12 +251,12 @@ fn dispatch(data: JsValue) {
         };
         if kind == "weights_loaded" {
             let digest = get(&data, "digest").as_string().unwrap_or_default();
-            h.weights.insert(key, Weights::Loaded(digest));
+            h.weights.insert(key, (role, Weights::Loaded(digest)));
         }
         waiting.iter().filter_map(|c| h.clients.get(c).cloned()).collect()
     });
     for (msg, transfer) in flush {
-        post(msg, transfer);
+        post_to(role, msg, transfer);
     }
     for callback in targets {
         callback(data.clone());

@@ -1,6 +1,6 @@
 //! The segany page. Logic that needs no browser (the annotation session, exports, mask
 //! rendering) is plain Rust, tested natively; `app` (the main thread's DOM and events) and
-//! `worker` (the decoder worker) are the wasm-only glue around it.
+//! `worker` and `encoder_worker` (the decoder and the WebGPU encoder workers) are the wasm-only glue around it.
 
 pub mod export;
 pub mod render;
@@ -14,3 +14,5 @@ pub mod hub;
 pub mod protocol;
 #[cfg(all(target_arch = "wasm32", feature = "worker"))]
 pub mod worker;
+#[cfg(all(target_arch = "wasm32", feature = "encoder"))]
+pub mod encoder_worker;

@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/models", get(models))
         .route("/api/v1/models/{id}/decoder", get(decoder))
+        .route("/api/v1/models/{id}/weights", get(full_weights))
         .route("/api/v1/embeddings", post(embeddings))
         .route("/api/v1/predict", post(predict))
         .route("/api/v1/everything", post(everything))
@@ -103,6 +104,12 @@ fn decoder_url(id: &str, dtype: Dtype, sha256: &str) -> String {
     format!("/api/v1/models/{id}/decoder?dtype={}&sha256={sha256}", dtype.name())
 }
 
+/// The whole model's URL names what its bytes are a function of (the encoder weights' digest and
+/// this server's version), since their own SHA-256 is known only once they are made.
+fn weights_url(id: &str, dtype: Dtype, digest: &str) -> String {
+    format!("/api/v1/models/{id}/weights?dtype={}&digest={digest}&build={}", dtype.name(), env!("CARGO_PKG_VERSION"))
+}
+
 async fn models(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let models: Vec<Value> = state
         .models
@@ -119,6 +126,10 @@ async fn models(State(state): State<Arc<AppState>>) -> impl IntoResponse {
                 "encoder_digest": m.encoder_digest,
                 "embedding_shape": m.embedding_shape,
                 "decoder": { "f16": decoder(Dtype::F16), "f32": decoder(Dtype::F32) },
+                "weights": {
+                    "f16": { "url": weights_url(&m.id, Dtype::F16, &m.encoder_digest) },
+                    "f32": { "url": weights_url(&m.id, Dtype::F32, &m.encoder_digest) },
+                },
             })
         })
         .collect();
@@ -148,7 +159,38 @@ async fn decoder(
         Some(_) => true,
         None => false,
     };
-    let etag = format!("\"{}\"", weights.sha256);
+    Ok(weights_response(&weights.sha256, pinned, &headers, weights.bytes.clone()))
+}
+
+/// The whole model as a burnpack (image encoder included), for the page's WebGPU encoder. Made on
+/// the first request (seconds for the large models); `digest` and `build` pin what it is made of.
+async fn full_weights(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = query(q.as_deref(), &["dtype", "digest", "build"])?;
+    let dtype = dtype(&q)?;
+    let model = state.model(Some(&id), "id")?;
+    let mut pinned = false;
+    if let Some(digest) = q.get("digest") {
+        if *digest != model.encoder_digest {
+            return Err(ApiError::not_found(format!(
+                "model '{id}' has no weights with encoder digest {digest} (it serves {}): GET /api/v1/models for the current URL",
+                model.encoder_digest
+            ))
+            .field("digest"));
+        }
+        pinned = q.get("build").is_some_and(|b| b == env!("CARGO_PKG_VERSION"));
+    }
+    let weights = model.full_weights(dtype).await.map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    Ok(weights_response(&weights.sha256, pinned, &headers, weights.bytes.clone()))
+}
+
+/// A weights file with its `ETag`; `pinned` (its URL names its content) makes it immutable.
+fn weights_response(sha256: &str, pinned: bool, headers: &HeaderMap, body: Bytes) -> Response {
+    let etag = format!("\"{sha256}\"");
     let cache = if pinned { "public, max-age=31536000, immutable" } else { "no-cache" };
     let common = [(header::ETAG, etag.clone()), (header::CACHE_CONTROL, cache.to_string())];
     let matches = headers
@@ -159,10 +201,9 @@ async fn decoder(
         .map(|t| t.trim().trim_start_matches("W/"))
         .any(|t| t == etag || t == "*");
     if matches {
-        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+        return (StatusCode::NOT_MODIFIED, common).into_response();
     }
-    let body = weights.bytes.clone();
-    Ok((common, [(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+    (common, [(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
 }
 
 /// `POST /api/v1/embeddings?model=ID&dtype=f16|f32` with the image bytes as the body.

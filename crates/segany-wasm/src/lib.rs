@@ -4,7 +4,12 @@
 //!
 //! This is the only library crate that depends on wasm-bindgen.
 
-use burn::tensor::Device;
+#[cfg(feature = "webgpu")]
+pub mod encoder;
+#[cfg(feature = "webgpu")]
+pub use encoder::{EncoderSession, webgpu_device};
+
+pub use burn::tensor::Device;
 use segany_model::SamConfig;
 use segany_predict::wire::{self, WireHeader};
 use segany_predict::{Prediction, Predictor, Prompt};

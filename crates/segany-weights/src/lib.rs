@@ -189,10 +189,15 @@ pub fn from_official_tensors(
             t
         })
         .collect();
-    let mut sam = Sam::new(&config, device);
+    // The digest reads the weights back synchronously, which a GPU device cannot do in a browser:
+    // load on the CPU, hash there, then move to the device.
+    let host = Device::flex();
+    let mut sam = Sam::new(&config, &host);
     apply_strict(&mut sam, renamed, Some(Box::new(PyTorchToBurnAdapter)), Paths::Official)?;
     let (encoder, decoder) = sam.split();
     let encoder_digest = encoder_digest(&encoder);
+    let (encoder, decoder) =
+        if *device == host { (encoder, decoder) } else { (encoder.to_device(device), decoder.to_device(device)) };
     Ok(LoadedModel { encoder: Some(encoder), decoder, config, variant, encoder_digest })
 }
 

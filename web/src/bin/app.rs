@@ -12,7 +12,7 @@ fn main() {
 
 #[cfg(target_arch = "wasm32")]
 mod widget {
-    use segany_web::app::{Options, Widget, mount};
+    use segany_web::app::{EmbedOn, Options, Widget, mount};
     use wasm_bindgen::prelude::*;
 
     /// One segmenter mounted into a root node (the widget's shadow root).
@@ -23,7 +23,9 @@ mod widget {
     impl Segmenter {
         /// `root`: where the UI goes; `events`: the element that dispatches its events;
         /// `server`: base URL of the API ("" = this origin); `assets`: base URL of the worker's
-        /// files, ending in `/`; `model`: a model id, or null for the server's default.
+        /// files, ending in `/`; `model`: a model id, or null for the server's default;
+        /// `embed_on`: `auto` (default), `webgpu` or `server`; `precision`: `f16` (default) or
+        /// `f32` weights.
         #[wasm_bindgen(constructor)]
         pub fn new(
             root: web_sys::Element,
@@ -31,9 +33,22 @@ mod widget {
             server: String,
             assets: String,
             model: Option<String>,
+            embed_on: Option<String>,
+            precision: Option<String>,
         ) -> Result<Segmenter, JsValue> {
             console_error_panic_hook::set_once();
-            let options = Options { server: server.trim_end_matches('/').to_string(), assets, model, events: Some(events) };
+            let embed_on = match embed_on.as_deref() {
+                None | Some("") => EmbedOn::Auto,
+                Some(e) => EmbedOn::parse(e).ok_or_else(|| JsValue::from_str(&format!("embed-on '{e}' is not auto, webgpu or server")))?,
+            };
+            let options = Options {
+                server: server.trim_end_matches('/').to_string(),
+                assets,
+                model,
+                events: Some(events),
+                embed_on,
+                precision: precision.filter(|p| p == "f32").unwrap_or_else(|| "f16".into()),
+            };
             mount(&root, options, false).map(Segmenter)
         }
 
@@ -85,6 +100,21 @@ mod widget {
         #[wasm_bindgen(js_name = loadObjects)]
         pub fn load_objects(&self, objects: JsValue) -> Result<(), JsValue> {
             self.0.load_objects(objects)
+        }
+
+        /// The current image's embedding in segany's wire format (`SEGANYE1`), or null before it
+        /// has come: a labeling tool may store it.
+        #[wasm_bindgen(js_name = getEmbedding)]
+        pub fn get_embedding(&self) -> Option<js_sys::Uint8Array> {
+            self.0.embedding().map(|b| js_sys::Uint8Array::from(&b[..]))
+        }
+
+        /// `auto`, `webgpu` or `server`: where the next images are embedded.
+        #[wasm_bindgen(js_name = setEmbedOn)]
+        pub fn set_embed_on(&self, on: &str) -> Result<(), JsValue> {
+            let on = EmbedOn::parse(on).ok_or_else(|| JsValue::from_str(&format!("'{on}' is not auto, webgpu or server")))?;
+            self.0.set_embed_on(on);
+            Ok(())
         }
 
         pub fn destroy(&self) {
