@@ -5,20 +5,19 @@
 //
 // Needs: target/release/segany (with the page: ./run.sh --help builds it), bench/web's npm
 // packages (bench/page_decode.sh installs them), and the exported decoder
-// (bench/export_onnx_decoder.py prints its path; pass it with --onnx). Results go to stdout and to
+// (`bench/export_onnx.py --part decoder` prints its path; pass it with --onnx). Results go to stdout and to
 // bench/results/page-decode-<date>.json.
 //
 // Both sides decode the same sequence: click k adds a foreground point and refines with the
 // previous chosen low-res mask (the page's behaviour), and both upscale the three masks to the
 // image's size. The page's figure is the worker's own timing of one decode (data-decode-ms), from
 // prompt to masks at image size; onnxruntime-web's is session.run on the same inputs.
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:http';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
-import { launch, ROOT } from '../tests/browser/harness.mjs';
+import { launch, serve, ROOT } from '../tests/browser/harness.mjs';
+import { ortServer, onnxruntimeWebVersion } from './ort_server.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -38,21 +37,11 @@ if (!opt.checkpoint || !opt.onnx) {
 const CLICKS = Number(opt.clicks);
 const WARMUP = Number(opt.warmup);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
-const ORT_DIST = path.join(ROOT, 'bench/web/node_modules/onnxruntime-web/dist');
-
 // The clicks: a fixed walk over the image, in fractions of width and height.
 const walk = Array.from({ length: WARMUP + CLICKS }, (_, i) => [0.15 + 0.7 * ((i * 0.618) % 1), 0.15 + 0.7 * ((i * 0.382) % 1)]);
 
-async function startSegany() {
-  const args = ['serve', '--checkpoint', opt.checkpoint, ...(opt.config ? ['--config', opt.config] : []), '--addr', '127.0.0.1:0'];
-  const child = spawn(opt.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  const url = await new Promise((resolve, reject) => {
-    const on = (c) => { log += c; const m = log.match(/listening on (http:\/\/\S+)/); if (m) resolve(m[1]); };
-    child.stdout.on('data', on); child.stderr.on('data', on);
-    child.on('exit', (code) => reject(new Error(`segany exited ${code}: ${log}`)));
-  });
-  return { url, child };
+function startSegany() {
+  return serve(['--checkpoint', opt.checkpoint, ...(opt.config ? ['--config', opt.config] : [])], opt.bin);
 }
 
 async function ourPage(browser, url) {
@@ -78,28 +67,6 @@ async function ourPage(browser, url) {
   return { size, times: times.slice(WARMUP) };
 }
 
-/** A static server for onnxruntime-web, cross-origin isolated so that its threads may start. */
-async function ortServer(onnxBytes) {
-  const html = '<!doctype html><meta charset="utf-8"><script src="/ort/ort.wasm.min.js"></script>';
-  const server = createServer(async (req, res) => {
-    res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
-    res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
-    try {
-      if (req.url === '/') return res.end(html);
-      if (req.url === '/decoder.onnx') return res.end(onnxBytes);
-      if (req.url.startsWith('/ort/')) {
-        const name = path.basename(req.url.slice(5));
-        const type = name.endsWith('.wasm') ? 'application/wasm' : 'text/javascript';
-        res.setHeader('Content-Type', type);
-        return res.end(await readFile(path.join(ORT_DIST, name)));
-      }
-    } catch { /* fall through */ }
-    res.statusCode = 404;
-    res.end();
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${server.address().port}/` };
-}
 
 async function ortPage(browser, url, [h, w], threads) {
   const page = await browser.newPage();
@@ -108,7 +75,7 @@ async function ortPage(browser, url, [h, w], threads) {
   const result = await page.evaluate(async ({ h, w, threads, walk, warmup }) => {
     ort.env.wasm.wasmPaths = '/ort/';
     ort.env.wasm.numThreads = threads;
-    const session = await ort.InferenceSession.create('/decoder.onnx', { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+    const session = await ort.InferenceSession.create('/model.onnx', { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
     // Any embedding times the same; a fixed pseudo-random one.
     const embedding = new Float32Array(256 * 64 * 64);
     let s = 1;
@@ -153,7 +120,7 @@ try {
   const ours = await ourPage(browser, segany.url);
   const ort1 = await ortPage(browser, ort.url, ours.size, 1);
   const ort2 = await ortPage(browser, ort.url, ours.size, 2);
-  const ortVersion = JSON.parse(await readFile(path.join(ORT_DIST, '../package.json'), 'utf8')).version;
+  const ortVersion = await onnxruntimeWebVersion();
   const r = {
     date: new Date().toISOString(),
     cpu: os.cpus()[0]?.model, cores: os.cpus().length,
@@ -180,5 +147,5 @@ try {
 } finally {
   await browser.close();
   ort.server.close();
-  segany.child.kill('SIGTERM');
+  await segany.stop();
 }

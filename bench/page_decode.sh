@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
 done
 venv="${SEGANY_REF_VENV:-$HOME/.cache/segany/refvenv}"
 (cd bench/web && npm install --no-audit --no-fund --loglevel=error >/dev/null)
-onnx=$(cd bench && "$venv/bin/python" export_onnx_decoder.py --checkpoint "../$checkpoint" --model "$model" 2>/dev/null)
+onnx=$(cd bench && "$venv/bin/python" export_onnx.py --part decoder --checkpoint "../$checkpoint" --model "$model" 2>/dev/null)
 scripts/build_page.sh >/dev/null 2>&1
 cargo build --release --locked --bin segany 2>/dev/null
 exec node bench/page_decode.mjs --checkpoint "$checkpoint" --onnx "$onnx" "${rest[@]}"

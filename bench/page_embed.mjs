@@ -11,13 +11,12 @@
 // readback: data-embed-ms) or the server's request round trip (cache misses: each run embeds a
 // copy of the image with one pixel changed). The first WebGPU embedding also compiles the shaders
 // and is reported apart. Results: stdout and bench/results/page-embed-<date>.json.
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:http';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
-import { launch, ROOT } from '../tests/browser/harness.mjs';
+import { launch, serve, ROOT } from '../tests/browser/harness.mjs';
+import { ortServer, onnxruntimeWebVersion } from './ort_server.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -37,16 +36,8 @@ if (!opt.checkpoint) {
 const RUNS = Number(opt.runs);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
-async function startSegany() {
-  const args = ['serve', '--checkpoint', opt.checkpoint, ...(opt.config ? ['--config', opt.config] : []), '--addr', '127.0.0.1:0'];
-  const child = spawn(opt.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  const url = await new Promise((resolve, reject) => {
-    const on = (c) => { log += c; const m = log.match(/listening on (http:\/\/\S+)/); if (m) resolve(m[1]); };
-    child.stdout.on('data', on); child.stderr.on('data', on);
-    child.on('exit', (code) => reject(new Error(`segany exited ${code}: ${log}`)));
-  });
-  return { url, child };
+function startSegany() {
+  return serve(['--checkpoint', opt.checkpoint, ...(opt.config ? ['--config', opt.config] : [])], opt.bin);
 }
 
 /** Opens the image `runs + 1` times in the page with `?embed=WHERE`; the embedding times, in ms. */
@@ -91,29 +82,6 @@ function crc32(buf) {
   return ~c >>> 0;
 }
 
-const ORT_DIST = path.join(ROOT, 'bench/web/node_modules/onnxruntime-web/dist');
-
-/** A static server for onnxruntime-web and the encoder export, cross-origin isolated (threads). */
-async function ortServer(onnxBytes) {
-  const html = '<!doctype html><meta charset="utf-8"><script src="/ort/ort.all.min.js"></script>';
-  const server = createServer(async (req, res) => {
-    res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
-    res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
-    try {
-      if (req.url === '/') return res.end(html);
-      if (req.url === '/encoder.onnx') return res.end(onnxBytes);
-      if (req.url.startsWith('/ort/')) {
-        const name = path.basename(req.url.slice(5));
-        res.setHeader('Content-Type', name.endsWith('.wasm') ? 'application/wasm' : 'text/javascript');
-        return res.end(await readFile(path.join(ORT_DIST, name)));
-      }
-    } catch { /* fall through */ }
-    res.statusCode = 404;
-    res.end();
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${server.address().port}/` };
-}
 
 /** onnxruntime-web running the encoder export on `ep` ('webgpu' or 'wasm'): ms per run (input
  * preprocessed already: the model's own work only, read back to the CPU). */
@@ -124,7 +92,7 @@ async function ortTimes(browser, url, ep) {
   const r = await page.evaluate(async ({ ep, runs }) => {
     ort.env.wasm.wasmPaths = '/ort/';
     ort.env.wasm.numThreads = 2;
-    const session = await ort.InferenceSession.create('/encoder.onnx', { executionProviders: [ep], graphOptimizationLevel: 'all' });
+    const session = await ort.InferenceSession.create('/model.onnx', { executionProviders: [ep], graphOptimizationLevel: 'all' });
     const input = new Float32Array(3 * 1024 * 1024);
     let s = 1;
     for (let i = 0; i < input.length; i++) { s = (s * 1103515245 + 12345) % 2147483648; input[i] = s / 2147483648 - 0.5; }
@@ -160,9 +128,9 @@ try {
   const cpu = await pageTimes(browser, server.url, 'server', image);
   let ortWebgpu = null, ortWasm = null, ortVersion = null;
   if (opt.onnx) {
-    const o = await ortServer(await readFile(opt.onnx));
+    const o = await ortServer(await readFile(opt.onnx), 'ort.all.min.js');
     try {
-      ortVersion = JSON.parse(await readFile(path.join(ORT_DIST, '../package.json'), 'utf8')).version;
+      ortVersion = await onnxruntimeWebVersion();
       ortWebgpu = await ortTimes(browser, o.url, 'webgpu');
       ortWasm = await ortTimes(browser, o.url, 'wasm');
     } finally {
@@ -199,5 +167,5 @@ try {
   await writeFile(path.join(ROOT, `bench/results/page-embed-${stamp}.json`), JSON.stringify(result, null, 2) + '\n');
 } finally {
   await browser.close();
-  server.child.kill('SIGTERM');
+  await server.stop();
 }

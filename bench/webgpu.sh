@@ -42,7 +42,7 @@ if [ "$page" = 1 ]; then
   venv="${SEGANY_REF_VENV:-$HOME/.cache/segany/refvenv}"
   if [ -x "$venv/bin/python" ] && [ ${#config[@]} = 0 ]; then
     (cd bench/web && npm install --no-audit --no-fund --loglevel=error >/dev/null)
-    onnx=(--onnx "$(cd bench && "$venv/bin/python" export_onnx_encoder.py --checkpoint "../$checkpoint" --model vit_t 2>/dev/null)")
+    onnx=(--onnx "$(cd bench && "$venv/bin/python" export_onnx.py --part encoder --checkpoint "../$checkpoint" --model vit_t 2>/dev/null)")
   fi
   scripts/build_page.sh >/dev/null 2>&1
   cargo build --release --locked --bin segany 2>&1 | tail -1 >&2

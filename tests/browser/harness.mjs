@@ -15,13 +15,17 @@ export const CHROMIUM_FLAGS = [
 ];
 
 /** Starts `segany serve` with a random test checkpoint (`fixture`: `tiny`, a small ViT, or
- * `tiny_vit_t`, a small TinyViT); resolves to { url, stop }. */
-export async function startServer(extraArgs = [], fixture = 'tiny') {
-  const args = [
-    'serve', '--checkpoint', path.join(FIXTURES, fixture, 'checkpoint.pth'),
-    '--config', path.join(FIXTURES, fixture, 'sam_config.json'), '--addr', '127.0.0.1:0', ...extraArgs,
-  ];
-  const child = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+ * `tiny_vit_t`, a small TinyViT); resolves to { url, stop, log }. */
+export function startServer(extraArgs = [], fixture = 'tiny') {
+  return serve([
+    '--checkpoint', path.join(FIXTURES, fixture, 'checkpoint.pth'),
+    '--config', path.join(FIXTURES, fixture, 'sam_config.json'), ...extraArgs,
+  ]);
+}
+
+/** Starts `bin serve ARGS` on a free loopback port; resolves to { url, stop, log } once it listens. */
+export async function serve(args, bin = BIN) {
+  const child = spawn(bin, ['serve', '--addr', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`segany serve did not start:\n${log}`)), 60_000);

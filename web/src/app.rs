@@ -550,14 +550,7 @@ fn wire_events(app: &Shared, global_keys: bool) -> Result<(), JsValue> {
             spawn_local(async move {
                 let generation = a.borrow().picture_generation;
                 if let Some(bytes) = current_bytes(&a).await {
-                    a.borrow_mut().loading += 1;
-                    let r = embed(&a, bytes, generation).await;
-                    let mut app = a.borrow_mut();
-                    app.loading -= 1;
-                    if let Err(e) = r {
-                        app.error(&describe(&e));
-                    }
-                    app.render();
+                    embed_shown(&a, bytes, generation).await;
                 }
             });
         }
@@ -1164,17 +1157,23 @@ fn select_model(app: &Shared, id: String) {
                 None => current_bytes(&a).await,
             };
             if let Some(bytes) = bytes {
-                a.borrow_mut().loading += 1;
-                let r = embed(&a, bytes, generation).await;
-                let mut app = a.borrow_mut();
-                app.loading -= 1;
-                if let Err(e) = r {
-                    app.error(&describe(&e));
-                }
-                app.render();
+                embed_shown(&a, bytes, generation).await;
             }
         }
     });
+}
+
+/// Embeds the picture on the stage again (another model, or another place to embed it), with the
+/// page showing the work under way and any error.
+async fn embed_shown(app: &Shared, bytes: Vec<u8>, generation: u64) {
+    app.borrow_mut().loading += 1;
+    let r = embed(app, bytes, generation).await;
+    let mut a = app.borrow_mut();
+    a.loading -= 1;
+    if let Err(e) = r {
+        a.error(&describe(&e));
+    }
+    a.render();
 }
 
 /// The encoded bytes of the picture on the stage, to embed it again for another model.

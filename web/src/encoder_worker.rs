@@ -17,7 +17,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::protocol::{get, kind, message};
+use crate::protocol::{error_reply, get, kind, message};
 
 #[derive(Default)]
 struct State {
@@ -64,14 +64,7 @@ fn pump(state: &Shared) {
     let state = state.clone();
     spawn_local(async move {
         if let Err(e) = handle(&state, &data).await {
-            let fields = [
-                ("client", get(&data, "client")),
-                ("key", get(&data, "key")),
-                ("id", get(&data, "id")),
-                ("stage", kind(&data).into()),
-                ("message", e.into()),
-            ];
-            let _ = scope().post_message(&message("error", &fields));
+            let _ = scope().post_message(&error_reply(&data, e));
         }
         state.borrow_mut().busy = false;
         pump(&state);

@@ -24,6 +24,19 @@ pub fn message(kind: &str, fields: &[(&str, JsValue)]) -> Object {
     o
 }
 
+/// A worker's `error` answer to the message `data`: it names the client, key and id the message
+/// did, and the stage (the message's kind).
+pub fn error_reply(data: &JsValue, text: String) -> Object {
+    let fields = [
+        ("client", get(data, "client")),
+        ("key", get(data, "key")),
+        ("id", get(data, "id")),
+        ("stage", kind(data).into()),
+        ("message", text.into()),
+    ];
+    message("error", &fields)
+}
+
 pub fn get(o: &JsValue, key: &str) -> JsValue {
     Reflect::get(o, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }

@@ -12,7 +12,7 @@ use segany_wasm::{DecoderSession, prediction_to_js, prompt_from_js};
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::protocol::{get, kind, message, prediction_buffers};
+use crate::protocol::{error_reply, get, kind, message, prediction_buffers};
 
 #[derive(Default)]
 struct State {
@@ -32,14 +32,7 @@ pub fn start() {
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
         let data = event.data();
         if let Err(e) = handle(&reply_scope, &mut state.borrow_mut(), &data) {
-            let fields = [
-                ("client", get(&data, "client")),
-                ("key", get(&data, "key")),
-                ("id", get(&data, "id")),
-                ("stage", kind(&data).into()),
-                ("message", e.into()),
-            ];
-            let _ = reply_scope.post_message(&message("error", &fields));
+            let _ = reply_scope.post_message(&error_reply(&data, e));
         }
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
