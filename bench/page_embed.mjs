@@ -59,6 +59,7 @@ async function pageTimes(browser, url, where, image) {
     const on = await page.locator('.sg-app').getAttribute('data-embedded-on');
     if (on !== where) throw new Error(`asked for ${where}, embedded on ${on}: ${await page.locator('[data-sg=embedding]').textContent()}`);
     times.push(Number(await page.locator('.sg-app').getAttribute('data-embed-ms')));
+    console.error(`page_embed: ${where} run ${i}: ${times[times.length - 1].toFixed(0)} ms`);
     label = await page.locator('[data-sg=embedding]').textContent();
   }
   await page.close();
