@@ -291,8 +291,8 @@ struct App {
     models: Vec<ModelInfo>,
     model: Option<String>,
     picture: Option<Picture>,
-    /// The embedding of the current picture, until the worker has the decoder to take it.
-    embedding_waiting: Option<Vec<u8>>,
+    /// The current picture's embedding (`embedding_bytes`) waits for the worker to have the decoder.
+    embedding_unsent: bool,
     embedding_ready: bool,
     session: Option<Session>,
     next_id: u32,
@@ -345,7 +345,7 @@ pub fn mount(root: &Element, options: Options, global_keys: bool) -> Result<Widg
         models: Vec::new(),
         model: None,
         picture: None,
-        embedding_waiting: None,
+        embedding_unsent: false,
         embedding_ready: false,
         session: None,
         next_id: 1,
@@ -991,8 +991,8 @@ async fn embed_on_webgpu(app: &Shared, bytes: &[u8], generation: u64, model: &st
     a.ui.app.set_attribute("data-embed-ms", &format!("{gpu_ms:.1}")).ok();
     a.image_sha256 = None;
     a.image_bytes = Some(Rc::new(bytes.to_vec()));
-    a.embedding_bytes = Some(Rc::new(data.clone()));
-    a.embedding_waiting = Some(data);
+    a.embedding_bytes = Some(Rc::new(data));
+    a.embedding_unsent = true;
     a.send_embedding();
     Ok(())
 }
@@ -1046,8 +1046,8 @@ async fn embed_on_server(app: &Shared, bytes: Vec<u8>, generation: u64, model: &
     a.ui.app.set_attribute("data-embed-ms", &format!("{ms:.1}")).ok();
     a.image_sha256 = sha;
     a.image_bytes = None;
-    a.embedding_bytes = Some(Rc::new(data.clone()));
-    a.embedding_waiting = Some(data);
+    a.embedding_bytes = Some(Rc::new(data));
+    a.embedding_unsent = true;
     a.send_embedding();
     Ok(())
 }
@@ -1259,7 +1259,7 @@ impl App {
         if self.weights_digest.is_none() {
             return; // sent once the decoder is loaded
         }
-        if let Some(bytes) = self.embedding_waiting.take() {
+        if let (true, Some(bytes)) = (std::mem::take(&mut self.embedding_unsent), &self.embedding_bytes) {
             let array = Uint8Array::from(&bytes[..]);
             let buffer = array.buffer();
             let key = self.weights_key.clone().unwrap_or_default();
@@ -1512,7 +1512,7 @@ impl App {
         self.image_sha256 = None;
         self.picture = Some(picture);
         self.embedding_ready = false;
-        self.embedding_waiting = None;
+        self.embedding_unsent = false;
         self.embedding_bytes = None;
         self.image_bytes = None;
         self.ui.app.remove_attribute("data-embedded-on").ok();

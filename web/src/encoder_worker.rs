@@ -11,13 +11,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use js_sys::{Array, ArrayBuffer, Uint8Array};
+use js_sys::{Array, Uint8Array};
 use segany_wasm::{Device, EncoderSession};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::protocol::{error_reply, get, kind, message};
+use crate::protocol::{bytes_field, error_reply, get, kind, message, string_field};
 
 #[derive(Default)]
 struct State {
@@ -71,15 +71,6 @@ fn pump(state: &Shared) {
     });
 }
 
-fn bytes(data: &JsValue) -> Result<Vec<u8>, String> {
-    let buffer: ArrayBuffer = get(data, "bytes").dyn_into().map_err(|_| "message without bytes".to_string())?;
-    Ok(Uint8Array::new(&buffer).to_vec())
-}
-
-fn string(data: &JsValue, field: &str) -> Result<String, String> {
-    get(data, field).as_string().ok_or_else(|| format!("message without {field}"))
-}
-
 async fn device(state: &Shared) -> Result<Device, String> {
     if let Some(d) = state.borrow().device.clone() {
         return Ok(d);
@@ -92,10 +83,10 @@ async fn device(state: &Shared) -> Result<Device, String> {
 async fn handle(state: &Shared, data: &JsValue) -> Result<(), String> {
     match kind(data).as_str() {
         "weights" => {
-            let key = string(data, "key")?;
+            let key = string_field(data, "key")?;
             let t = now();
             let device = device(state).await?;
-            let session = EncoderSession::from_weights(bytes(data)?, "", &device)?;
+            let session = EncoderSession::from_weights(bytes_field(data)?, &device)?;
             let digest = session.encoder_digest().to_string();
             state.borrow_mut().sessions.insert(key.clone(), Rc::new(session));
             let ms = now() - t;
@@ -103,11 +94,11 @@ async fn handle(state: &Shared, data: &JsValue) -> Result<(), String> {
             scope().post_message(&msg).map_err(|e| format!("{e:?}"))
         }
         "encode" => {
-            let key = string(data, "key")?;
-            let model = string(data, "model")?;
+            let key = string_field(data, "key")?;
+            let model = string_field(data, "model")?;
             let session = state.borrow().sessions.get(&key).cloned().ok_or("no encoder weights for this image")?;
             let t = now();
-            let wire = session.embed_as(&bytes(data)?, &model).await?;
+            let wire = session.embed(&bytes_field(data)?, &model).await?;
             let ms = now() - t;
             let buffer = Uint8Array::from(&wire[..]).buffer();
             let fields = [("client", get(data, "client")), ("id", get(data, "id")), ("ms", ms.into()), ("bytes", buffer.clone().into())];

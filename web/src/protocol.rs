@@ -37,6 +37,17 @@ pub fn error_reply(data: &JsValue, text: String) -> Object {
     message("error", &fields)
 }
 
+/// A message's `bytes` (an ArrayBuffer), copied into wasm memory.
+pub fn bytes_field(data: &JsValue) -> Result<Vec<u8>, String> {
+    let buffer: js_sys::ArrayBuffer = get(data, "bytes").dyn_into().map_err(|_| "message without bytes".to_string())?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// A message's string field.
+pub fn string_field(data: &JsValue, field: &str) -> Result<String, String> {
+    get(data, field).as_string().ok_or_else(|| format!("message without {field}"))
+}
+
 pub fn get(o: &JsValue, key: &str) -> JsValue {
     Reflect::get(o, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }

@@ -7,12 +7,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use js_sys::{ArrayBuffer, Uint8Array};
 use segany_wasm::{DecoderSession, prediction_to_js, prompt_from_js};
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-use crate::protocol::{error_reply, get, kind, message, prediction_buffers};
+use crate::protocol::{bytes_field, error_reply, get, kind, message, prediction_buffers, string_field};
 
 #[derive(Default)]
 struct State {
@@ -44,15 +43,6 @@ fn now(scope: &DedicatedWorkerGlobalScope) -> f64 {
     scope.performance().map_or(0.0, |p| p.now())
 }
 
-fn bytes(data: &JsValue) -> Result<Vec<u8>, String> {
-    let buffer: ArrayBuffer = get(data, "bytes").dyn_into().map_err(|_| "message without bytes".to_string())?;
-    Ok(Uint8Array::new(&buffer).to_vec())
-}
-
-fn string(data: &JsValue, field: &str) -> Result<String, String> {
-    get(data, field).as_string().ok_or_else(|| format!("message without {field}"))
-}
-
 fn client(data: &JsValue) -> Result<u32, String> {
     get(data, "client").as_f64().map(|c| c as u32).ok_or_else(|| "message without client".to_string())
 }
@@ -64,9 +54,9 @@ fn post(scope: &DedicatedWorkerGlobalScope, msg: &js_sys::Object) -> Result<(), 
 fn handle(scope: &DedicatedWorkerGlobalScope, state: &mut State, data: &JsValue) -> Result<(), String> {
     match kind(data).as_str() {
         "weights" => {
-            let key = string(data, "key")?;
+            let key = string_field(data, "key")?;
             let t = now(scope);
-            let s = DecoderSession::from_weights(bytes(data)?)?;
+            let s = DecoderSession::from_weights(bytes_field(data)?)?;
             let digest = s.encoder_digest().to_string();
             state.decoders.insert(key.clone(), s);
             state.holder.remove(&key);
@@ -74,8 +64,8 @@ fn handle(scope: &DedicatedWorkerGlobalScope, state: &mut State, data: &JsValue)
             post(scope, &message("weights_loaded", &[("key", key.into()), ("digest", digest.into()), ("ms", ms.into())]))
         }
         "embedding" => {
-            let (client, key) = (client(data)?, string(data, "key")?);
-            let bytes = bytes(data)?;
+            let (client, key) = (client(data)?, string_field(data, "key")?);
+            let bytes = bytes_field(data)?;
             let decoder = state.decoders.get_mut(&key).ok_or("no decoder weights for this embedding")?;
             let header = serde_wasm_bindgen::to_value(decoder.set_embedding_bytes(&bytes)?).map_err(|e| e.to_string())?;
             state.holder.insert(key.clone(), client);

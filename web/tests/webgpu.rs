@@ -25,8 +25,8 @@ macro_rules! fixture {
 async fn check(what: &str, weights: &[u8], config: &[u8], image: &[u8], want: &[u8], device: &Device) {
     let config: SamConfig = serde_json::from_slice(config).unwrap();
     let model = segany_weights::load_bytes(weights.to_vec(), Some(&config), None, device).unwrap();
-    let session = EncoderSession::from_model(model, "test", device).unwrap();
-    let bytes = session.embed(image).await.unwrap();
+    let session = EncoderSession::from_model(model, device).unwrap();
+    let bytes = session.embed(image, "test").await.unwrap();
     let (header, got) = wire::decode(&bytes).unwrap();
     let (want, shape) = from_npy::<f32>(want).unwrap();
     assert_eq!(header.shape, shape, "{what}");

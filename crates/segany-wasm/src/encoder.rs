@@ -27,22 +27,21 @@ pub async fn webgpu_device() -> Result<Device, String> {
 /// A model with its image encoder on a GPU device.
 pub struct EncoderSession {
     predictor: Predictor,
-    model: String,
 }
 
 impl EncoderSession {
     /// Loads the whole model (`segany convert` burnpack, f16 or f32, or safetensors with the
-    /// official keys) onto `device`. `model` is the server's id for it, written into embeddings.
-    pub fn from_weights(bytes: Vec<u8>, model: &str, device: &Device) -> Result<Self, String> {
+    /// official keys) onto `device`.
+    pub fn from_weights(bytes: Vec<u8>, device: &Device) -> Result<Self, String> {
         let loaded = segany_weights::load_bytes(bytes, None, None, device).map_err(|e| e.to_string())?;
-        Self::from_model(loaded, model, device)
+        Self::from_model(loaded, device)
     }
 
-    pub fn from_model(loaded: segany_model::SamModel, model: &str, device: &Device) -> Result<Self, String> {
+    pub fn from_model(loaded: segany_model::SamModel, device: &Device) -> Result<Self, String> {
         if loaded.encoder.is_none() {
             return Err("these are decoder-only weights: the encoder needs the whole model".into());
         }
-        Ok(Self { predictor: Predictor::new(loaded, device.clone()), model: model.to_string() })
+        Ok(Self { predictor: Predictor::new(loaded, device.clone()) })
     }
 
     /// SHA-256 of the encoder weights: the decoder to use with these embeddings must carry it.
@@ -51,13 +50,9 @@ impl EncoderSession {
     }
 
     /// Embeds an encoded image (PNG, JPEG, WebP) and returns the embedding in the wire format
-    /// (f32), with the image's SHA-256 in its header, as the server would send it.
-    pub async fn embed(&self, image_bytes: &[u8]) -> Result<Vec<u8>, String> {
-        self.embed_as(image_bytes, &self.model).await
-    }
-
-    /// As [`EncoderSession::embed`], naming the model `model` in the header.
-    pub async fn embed_as(&self, image_bytes: &[u8], model: &str) -> Result<Vec<u8>, String> {
+    /// (f32), with the image's SHA-256 and `model` (the server's id of the weights) in its
+    /// header, as the server would send it.
+    pub async fn embed(&self, image_bytes: &[u8], model: &str) -> Result<Vec<u8>, String> {
         let image = decode_image_limited(image_bytes, MAX_PIXELS).map_err(|e| e.to_string())?;
         let embedding = self.predictor.embed(&image).map_err(|e| e.to_string())?;
         let shape = embedding.dims();
