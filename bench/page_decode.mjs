@@ -8,10 +8,14 @@
 // (`bench/export_onnx.py --part decoder` prints its path; pass it with --onnx). Results go to stdout and to
 // bench/results/page-decode-<date>.json.
 //
-// Both sides decode the same sequence: click k adds a foreground point and refines with the
+// Both sides decode the same sequences: each click adds a foreground point and refines with the
 // previous chosen low-res mask (the page's behaviour), and both upscale the three masks to the
-// image's size. The page's figure is the worker's own timing of one decode (data-decode-ms), from
-// prompt to masks at image size; onnxruntime-web's is session.run on the same inputs.
+// image's size. Two scenarios, each `--clicks` clicks after `--warmup`:
+//   objects — a labeling session: objects of 1–5 clicks each (Esc starts the next object, no mask
+//             input on its first click), so prompts hold 1–5 points;
+//   long    — one object refined click after click, prompts growing to warmup + clicks points.
+// The page's figure is the worker's own timing of one decode (data-decode-ms), from prompt to
+// masks at image size; onnxruntime-web's is session.run on the same inputs.
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import os from 'node:os';
@@ -37,8 +41,11 @@ if (!opt.checkpoint || !opt.onnx) {
 const CLICKS = Number(opt.clicks);
 const WARMUP = Number(opt.warmup);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
-// The clicks: a fixed walk over the image, in fractions of width and height.
+// The clicks: a fixed walk over the image, in fractions of width and height, and after which
+// clicks a new object starts (scenario `objects`: 5 clicks an object).
 const walk = Array.from({ length: WARMUP + CLICKS }, (_, i) => [0.15 + 0.7 * ((i * 0.618) % 1), 0.15 + 0.7 * ((i * 0.382) % 1)]);
+const PER_OBJECT = 5;
+const SCENARIOS = { objects: (i) => i > 0 && i % PER_OBJECT === 0, long: () => false };
 
 function startSegany() {
   return serve(['--checkpoint', opt.checkpoint, ...(opt.config ? ['--config', opt.config] : [])], opt.bin);
@@ -56,15 +63,21 @@ async function ourPage(browser, url) {
   await settled();
   const size = await page.evaluate(() => { const c = document.querySelector('[data-sg=image]'); return [c.height, c.width]; });
   const box = await page.locator('[data-sg=ui]').boundingBox();
-  const times = [];
-  for (const [fx, fy] of walk) {
-    await page.mouse.click(box.x + fx * box.width, box.y + fy * box.height);
-    await settled();
-    times.push(Number(await page.locator('.sg-app').getAttribute('data-decode-ms')));
-    await page.mouse.move(box.x + box.width + 50, box.y); // off the canvas: no hover decodes between clicks
+  const times = {};
+  for (const [scenario, restart] of Object.entries(SCENARIOS)) {
+    await page.keyboard.press('Escape');
+    const t = [];
+    for (const [i, [fx, fy]] of walk.entries()) {
+      if (restart(i)) await page.keyboard.press('Escape');
+      await page.mouse.click(box.x + fx * box.width, box.y + fy * box.height);
+      await settled();
+      t.push(Number(await page.locator('.sg-app').getAttribute('data-decode-ms')));
+      await page.mouse.move(box.x + box.width + 50, box.y); // off the canvas: no hover decodes between clicks
+    }
+    times[scenario] = t.slice(WARMUP);
   }
   await page.close();
-  return { size, times: times.slice(WARMUP) };
+  return { size, times };
 }
 
 
@@ -72,7 +85,7 @@ async function ortPage(browser, url, [h, w], threads) {
   const page = await browser.newPage();
   await page.goto(url);
   await page.waitForFunction(() => typeof ort !== 'undefined');
-  const result = await page.evaluate(async ({ h, w, threads, walk, warmup }) => {
+  const result = await page.evaluate(async ({ h, w, threads, walk, warmup, perObject }) => {
     ort.env.wasm.wasmPaths = '/ort/';
     ort.env.wasm.numThreads = threads;
     const session = await ort.InferenceSession.create('/model.onnx', { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
@@ -81,11 +94,14 @@ async function ortPage(browser, url, [h, w], threads) {
     let s = 1;
     for (let i = 0; i < embedding.length; i++) { s = (s * 1103515245 + 12345) % 2147483648; embedding[i] = s / 2147483648 - 0.5; }
     const scale = 1024 / Math.max(h, w);
-    const points = [];
+    const times = {};
+    for (const [scenario, restart] of [['objects', (i) => i > 0 && i % perObject === 0], ['long', () => false]]) {
+    let points = [];
     let mask = new Float32Array(256 * 256);
     let hasMask = 0;
-    const times = [];
-    for (const [fx, fy] of walk) {
+    const t = [];
+    for (const [i, [fx, fy]] of walk.entries()) {
+      if (restart(i)) { points = []; mask = new Float32Array(256 * 256); hasMask = 0; }
       points.push([fx * w * scale, fy * h * scale]);
       // No box: the official demo pads one (0, 0) point with label -1.
       const coords = new Float32Array([...points.flat(), 0, 0]);
@@ -98,16 +114,18 @@ async function ortPage(browser, url, [h, w], threads) {
         has_mask_input: new ort.Tensor('float32', new Float32Array([hasMask]), [1]),
         orig_im_size: new ort.Tensor('float32', new Float32Array([h, w]), [2]),
       };
-      const t = performance.now();
+      const t0 = performance.now();
       const out = await session.run(feeds);
-      times.push(performance.now() - t);
+      t.push(performance.now() - t0);
       const iou = out.iou_predictions.data;
       const best = iou.indexOf(Math.max(...iou));
       mask = out.low_res_masks.data.slice(best * 65536, (best + 1) * 65536);
       hasMask = 1;
     }
-    return { times: times.slice(warmup), isolated: self.crossOriginIsolated };
-  }, { h, w, threads, walk, warmup: WARMUP });
+    times[scenario] = t.slice(warmup);
+    }
+    return { times, isolated: self.crossOriginIsolated };
+  }, { h, w, threads, walk, warmup: WARMUP, perObject: PER_OBJECT });
   await page.close();
   return result;
 }
@@ -126,23 +144,31 @@ try {
     cpu: os.cpus()[0]?.model, cores: os.cpus().length,
     chromium: version, onnxruntime_web: ortVersion,
     checkpoint: opt.checkpoint, onnx: opt.onnx, image: opt.image, image_size_hw: ours.size,
-    clicks: CLICKS, warmup: WARMUP,
-    segany_page_ms: median(ours.times), segany_page_runs_ms: ours.times,
-    ort_web_1t_ms: median(ort1.times), ort_web_1t_runs_ms: ort1.times,
-    ort_web_2t_ms: median(ort2.times), ort_web_2t_runs_ms: ort2.times, ort_cross_origin_isolated: ort2.isolated,
+    clicks: CLICKS, warmup: WARMUP, clicks_per_object: PER_OBJECT,
+    ort_cross_origin_isolated: ort2.isolated,
+    scenarios: {},
   };
-  r.ratio_vs_ort_1t = r.segany_page_ms / r.ort_web_1t_ms;
-  r.ratio_vs_ort_2t = r.segany_page_ms / r.ort_web_2t_ms;
+  for (const s of Object.keys(SCENARIOS)) {
+    const e = {
+      segany_page_ms: median(ours.times[s]), segany_page_runs_ms: ours.times[s],
+      ort_web_1t_ms: median(ort1.times[s]), ort_web_1t_runs_ms: ort1.times[s],
+      ort_web_2t_ms: median(ort2.times[s]), ort_web_2t_runs_ms: ort2.times[s],
+    };
+    e.ratio_vs_ort_1t = e.segany_page_ms / e.ort_web_1t_ms;
+    e.ratio_vs_ort_2t = e.segany_page_ms / e.ort_web_2t_ms;
+    r.scenarios[s] = e;
+  }
   const dir = path.join(ROOT, 'bench/results');
   await mkdir(dir, { recursive: true });
   const file = path.join(dir, `page-decode-${r.date.replace(/[-:]/g, '').slice(0, 15)}.json`);
   await writeFile(file, JSON.stringify(r, null, 2) + '\n');
   const f = (x) => x.toFixed(1);
-  console.log(`| decoder, per click (median of ${CLICKS}, ${ours.size[1]}×${ours.size[0]} image) | ms | segany ÷ this |`);
-  console.log('|---|---:|---:|');
-  console.log(`| segany page (wasm, Web Worker, 1 thread) | ${f(r.segany_page_ms)} | 1.00 |`);
-  console.log(`| onnxruntime-web ${ortVersion} wasm, 1 thread | ${f(r.ort_web_1t_ms)} | ${r.ratio_vs_ort_1t.toFixed(2)} |`);
-  console.log(`| onnxruntime-web ${ortVersion} wasm, 2 threads${ort2.isolated ? '' : ' (not isolated: 1)'} | ${f(r.ort_web_2t_ms)} | ${r.ratio_vs_ort_2t.toFixed(2)} |`);
+  const o = r.scenarios.objects, l = r.scenarios.long;
+  console.log(`| decoder, per click (median of ${CLICKS}, ${ours.size[1]}×${ours.size[0]} image) | objects of 1–${PER_OBJECT} clicks, ms | segany ÷ this | one object, ${WARMUP + 1}–${WARMUP + CLICKS} points, ms | segany ÷ this |`);
+  console.log('|---|---:|---:|---:|---:|');
+  console.log(`| segany page (wasm, Web Worker, 1 thread) | ${f(o.segany_page_ms)} | 1.00 | ${f(l.segany_page_ms)} | 1.00 |`);
+  console.log(`| onnxruntime-web ${ortVersion} wasm, 1 thread | ${f(o.ort_web_1t_ms)} | ${o.ratio_vs_ort_1t.toFixed(2)} | ${f(l.ort_web_1t_ms)} | ${l.ratio_vs_ort_1t.toFixed(2)} |`);
+  console.log(`| onnxruntime-web ${ortVersion} wasm, 2 threads${ort2.isolated ? '' : ' (not isolated: 1)'} | ${f(o.ort_web_2t_ms)} | ${o.ratio_vs_ort_2t.toFixed(2)} | ${f(l.ort_web_2t_ms)} | ${l.ratio_vs_ort_2t.toFixed(2)} |`);
   console.log(`\n${file}`);
 } finally {
   await browser.close();

@@ -50,6 +50,21 @@ fn main() {
     let x = Tensor::<3>::random([1, 4096, 256], Distribution::Normal(0.0, 1.0), &dev);
     let a = &md.transformer.layers[0].cross_attn_token_to_image;
     time("k_proj 4096x256->128", &|| a.k_proj.forward(x.clone()).into_data().try_to_vec::<f32>().unwrap());
+    // The fused CPU decoder (what the predictor runs): per image, then per click.
+    let cpu = segany_model::CpuDecoder::new(&dec, &pe);
+    let emb_values = emb.clone().into_data().try_to_vec::<f32>().unwrap();
+    time("cpu decoder: prepare (per image)", &|| {
+        let _ = cpu.prepare(&emb_values);
+        Vec::new()
+    });
+    let ctx = cpu.prepare(&emb_values);
+    let mask = vec![0.25f32; 256 * 256];
+    for (points, with_mask) in [(1, false), (1, true), (5, true), (10, true), (20, true)] {
+        let sparse: Vec<f32> = (0..(points + 1) * 256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+        let dense = if with_mask { segany_model::DensePrompt::Mask(&mask) } else { segany_model::DensePrompt::NoMask };
+        let name = format!("cpu decoder: {points} point(s){}", if with_mask { " + mask" } else { "" });
+        time(&name, &|| cpu.decode(&ctx, &sparse, dense, 1..4).masks);
+    }
     let lowres = vec![0.5f32; 3 * 256 * 256];
     time("postprocess 3 masks 1283x851", &|| {
         (0..3)

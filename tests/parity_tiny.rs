@@ -7,6 +7,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
+use segany_model::{CpuDecoder, DensePrompt, Projections};
 use segany_predict::geometry::{preprocess_shape, resize_rgb_bilinear};
 use segany_predict::{Predictor, decode_image};
 use segany_weights::load_file;
@@ -131,6 +132,38 @@ fn mask_decoder_matches_reference_before_selection() {
     let out = p.decoder().mask_decoder.forward(emb, p.decoder().prompt_encoder.dense_pe(), sparse, dense);
     assert_close("all masks", &to_vec(out.masks), &npy::<f32>(&tiny().join("case_one_point_decoder_all_masks.npy")).0, RTOL);
     assert_close("all iou", &to_vec(out.iou_pred), &npy::<f32>(&tiny().join("case_one_point_decoder_all_iou.npy")).0, RTOL);
+}
+
+/// The fused CPU decoder (what the predictor and the page run) against the same fixtures, both
+/// ways of treating the later blocks' projections: every mask token before selection, then every
+/// prompt kind after it.
+#[test]
+fn cpu_decoder_matches_reference_either_way() {
+    let p = predictor();
+    let emb = npy::<f32>(&tiny().join("image_embedding.npy")).0;
+    for projections in [Projections::Direct, Projections::LowRank] {
+        let cpu = CpuDecoder::new(p.decoder(), &p.decoder().prompt_encoder.dense_pe()).with_projections(projections);
+        let ctx = cpu.prepare(&emb);
+        for case in cases() {
+            let name = case["name"].as_str().unwrap();
+            let prompt = prompt_of(&case, &tiny());
+            let (points, boxes, _) = p.model_prompt(&prompt, [117, 173]);
+            let sparse = to_vec(p.decoder().prompt_encoder.sparse(points, boxes, 1));
+            let dense = prompt.mask_input.as_deref().map_or(DensePrompt::NoMask, DensePrompt::Mask);
+            let all = tiny().join(format!("case_{name}_decoder_all_masks.npy"));
+            if all.exists() {
+                let out = cpu.decode(&ctx, &sparse, dense, 0..cpu.num_mask_tokens());
+                let want_iou = tiny().join(format!("case_{name}_decoder_all_iou.npy"));
+                assert_close(&format!("{projections:?} {name} all masks"), &out.masks, &npy::<f32>(&all).0, RTOL);
+                assert_close(&format!("{projections:?} {name} all iou"), &out.iou_pred, &npy::<f32>(&want_iou).0, RTOL);
+            }
+            let n = cpu.num_mask_tokens();
+            let out = cpu.decode(&ctx, &sparse, dense, if prompt.multimask { 1..n } else { 0..1 });
+            let f = |s: &str| tiny().join(format!("case_{name}_{s}.npy"));
+            assert_close(&format!("{projections:?} {name} low-res logits"), &out.masks, &npy::<f32>(&f("low_res")).0, RTOL);
+            assert_close(&format!("{projections:?} {name} iou"), &out.iou_pred, &npy::<f32>(&f("iou")).0, RTOL);
+        }
+    }
 }
 
 #[test]

@@ -94,7 +94,7 @@ pub(crate) fn gelu_in_place(values: &mut [f32]) {
     });
 }
 
-multiversion!(fn gelu_slice(values: &mut [f32]) => gelu_body);
+multiversion!(pub(crate) fn gelu_slice(values: &mut [f32]) => gelu_body);
 
 #[inline(always)]
 fn gelu_body<const FMA: bool>(values: &mut [f32]) {
@@ -102,7 +102,7 @@ fn gelu_body<const FMA: bool>(values: &mut [f32]) {
 }
 
 #[inline(always)]
-fn gelu_f32(x: f32) -> f32 {
+pub(crate) fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
@@ -122,7 +122,7 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
 /// `|r| ≤ ln2/2`. The rounding adds 1.5·2²³ so `k` lands in the low mantissa bits: no float-to-int
 /// conversion, so loops over it stay vectorised.
 #[inline(always)]
-fn exp_neg(z: f32) -> f32 {
+pub(crate) fn exp_neg(z: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     let z = z.min(87.0);
     let shifted = z * std::f32::consts::LOG2_E + MAGIC;

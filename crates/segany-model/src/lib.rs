@@ -7,6 +7,7 @@
 mod common;
 mod kernels;
 pub mod config;
+pub mod cpu_decoder;
 pub mod image_encoder_vit;
 pub mod mask_decoder;
 pub mod prompt_encoder;
@@ -17,6 +18,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 pub use common::{LayerNorm2d, gelu};
+pub use cpu_decoder::{CpuDecoder, CpuDecoderOutput, DensePrompt, ImageContext, Projections};
 pub use config::{DecoderConfig, EncoderConfig, SamConfig, TinyVitConfig, Variant, VitConfig};
 pub use image_encoder_vit::ImageEncoderViT;
 pub use tiny_vit::TinyViT;

@@ -195,6 +195,25 @@ impl PromptEncoder {
         Tensor::cat(vec![first, second], 1)
     }
 
+    /// The sparse half of [`PromptEncoder::forward`]: point and box embeddings of a batch of `b`.
+    ///
+    /// # Shapes
+    /// - → `[B, N', C]`
+    pub fn sparse(&self, points: Option<PointPrompt>, boxes: Option<Tensor<2>>, b: usize) -> Tensor<3> {
+        let mut sparse = Vec::new();
+        if let Some(points) = points {
+            sparse.push(self.embed_points(points, boxes.is_none()));
+        }
+        if let Some(boxes) = boxes {
+            sparse.push(self.embed_boxes(boxes));
+        }
+        if sparse.is_empty() {
+            Tensor::zeros([b, 0, self.embed_dim], &self.no_mask_embed.weight.val().device())
+        } else {
+            Tensor::cat(sparse, 1)
+        }
+    }
+
     /// Embeds the prompts. Points are padded with one "not a point" when no box is given.
     ///
     /// # Shapes
@@ -212,19 +231,7 @@ impl PromptEncoder {
             .or_else(|| boxes.as_ref().map(|bx| bx.dims()[0]))
             .or_else(|| masks.as_ref().map(|m| m.dims()[0]))
             .unwrap_or(1);
-        let device = self.no_mask_embed.weight.val().device();
-        let mut sparse = Vec::new();
-        if let Some(points) = points {
-            sparse.push(self.embed_points(points, boxes.is_none()));
-        }
-        if let Some(boxes) = boxes {
-            sparse.push(self.embed_boxes(boxes));
-        }
-        let sparse = if sparse.is_empty() {
-            Tensor::zeros([b, 0, self.embed_dim], &device)
-        } else {
-            Tensor::cat(sparse, 1)
-        };
+        let sparse = self.sparse(points, boxes, b);
         let [h, w] = self.image_embedding_size;
         let dense = match masks {
             Some(masks) => self.mask_downscaling.forward(masks),

@@ -154,7 +154,9 @@ fn linear_taps(in_size: usize, out_size: usize) -> Vec<(usize, usize, f32, f32)>
 }
 
 /// Bilinearly resamples the top-left `crop` region of an `[ih, iw]` plane, which is first
-/// (conceptually) upsampled to `[uh, uw]`, i.e. `interpolate(x, (uh, uw))[:crop_h, :crop_w]`.
+/// (conceptually) upsampled to `[uh, uw]`, i.e. `interpolate(x, (uh, uw))[:crop_h, :crop_w]`:
+/// the reference's two steps literally, kept to check [`MaskUpscaler`] against.
+#[cfg(test)]
 fn interpolate_cropped(src: &[f32], [ih, iw]: [usize; 2], [uh, uw]: [usize; 2], [ch, cw]: [usize; 2]) -> Vec<f32> {
     let ty = linear_taps(ih, uh);
     let tx = linear_taps(iw, uw);
@@ -170,8 +172,89 @@ fn interpolate_cropped(src: &[f32], [ih, iw]: [usize; 2], [uh, uw]: [usize; 2], 
     out
 }
 
-/// The reference's `postprocess_masks` for one low-resolution logit plane: bilinear to
-/// `image_size²`, crop to the resized input, bilinear to the original size.
+/// Up to four `(source index, weight)` taps of one output index.
+type Taps = [(u32, f32); 4];
+
+/// The composite of the two resamples along one axis: output index → taps into the low-res axis.
+fn composite_taps(low: usize, image_size: usize, input: usize, original: usize) -> Vec<Taps> {
+    let first = linear_taps(low, image_size);
+    linear_taps(input, original)
+        .into_iter()
+        .map(|(i0, i1, w0, w1)| {
+            let (a0, a1, v0, v1) = first[i0];
+            let (b0, b1, u0, u1) = first[i1];
+            [(a0 as u32, w0 * v0), (a1 as u32, w0 * v1), (b0 as u32, w1 * u0), (b1 as u32, w1 * u1)]
+        })
+        .collect()
+}
+
+/// The reference's `postprocess_masks` for low-resolution logit planes: bilinear to
+/// `image_size²`, crop to the resized input, bilinear to the original size — composed into one
+/// separable resample (both steps are linear along each axis), so that neither the 1024² plane
+/// nor the crop is ever made. Equal to the two steps up to the order of float additions.
+#[derive(Debug, Clone)]
+pub struct MaskUpscaler {
+    low: [usize; 2],
+    original: [usize; 2],
+    ty: Vec<Taps>,
+    tx: Vec<Taps>,
+    /// Low-res rows that some output row reads.
+    rows: Vec<usize>,
+}
+
+impl MaskUpscaler {
+    pub fn new(low_res_size: [usize; 2], image_size: usize, input_size: [usize; 2], original_size: [usize; 2]) -> Self {
+        let ty = composite_taps(low_res_size[0], image_size, input_size[0], original_size[0]);
+        let tx = composite_taps(low_res_size[1], image_size, input_size[1], original_size[1]);
+        let mut used = vec![false; low_res_size[0]];
+        ty.iter().flatten().for_each(|&(i, _)| used[i as usize] = true);
+        let rows = (0..low_res_size[0]).filter(|&r| used[r]).collect();
+        Self { low: low_res_size, original: original_size, ty, tx, rows }
+    }
+
+    /// Calls `f(y, row)` with each output row's logits, top to bottom.
+    fn rows(&self, low: &[f32], mut f: impl FnMut(usize, &[f32])) {
+        let [lh, lw] = self.low;
+        let [oh, ow] = self.original;
+        assert_eq!(low.len(), lh * lw, "low-res plane size");
+        let mut horizontal = vec![0f32; lh * ow];
+        for &r in &self.rows {
+            let src = &low[r * lw..(r + 1) * lw];
+            let dst = &mut horizontal[r * ow..(r + 1) * ow];
+            for (d, taps) in dst.iter_mut().zip(&self.tx) {
+                *d = taps.iter().map(|&(i, w)| w * src[i as usize]).sum();
+            }
+        }
+        let mut row = vec![0f32; ow];
+        for (y, taps) in self.ty.iter().enumerate().take(oh) {
+            let src = |t: usize| &horizontal[taps[t].0 as usize * ow..][..ow];
+            let (s0, s1, s2, s3) = (src(0), src(1), src(2), src(3));
+            let [w0, w1, w2, w3] = taps.map(|t| t.1);
+            for x in 0..ow {
+                row[x] = w0 * s0[x] + w1 * s1[x] + w2 * s2[x] + w3 * s3[x];
+            }
+            f(y, &row);
+        }
+    }
+
+    /// Logits `[H, W]` at the original size.
+    pub fn logits(&self, low: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.original[0] * self.original[1]);
+        self.rows(low, |_, row| out.extend_from_slice(row));
+        out
+    }
+
+    /// The mask (logit > 0, as 0/1) `[H, W]` at the original size, written to `out`.
+    pub fn mask_into(&self, low: &[f32], out: &mut [u8]) {
+        let ow = self.original[1];
+        assert_eq!(out.len(), self.original[0] * ow, "mask buffer size");
+        self.rows(low, |y, row| {
+            out[y * ow..(y + 1) * ow].iter_mut().zip(row).for_each(|(m, &v)| *m = (v > 0.0) as u8);
+        });
+    }
+}
+
+/// The reference's `postprocess_masks` for one low-resolution logit plane (see [`MaskUpscaler`]).
 ///
 /// - low_res: `[lh, lw]` logits → `[H, W]` logits at the original size
 pub fn upscale_logits(
@@ -181,8 +264,7 @@ pub fn upscale_logits(
     input_size: [usize; 2],
     original_size: [usize; 2],
 ) -> Vec<f32> {
-    let cropped = interpolate_cropped(low_res, low_res_size, [image_size, image_size], input_size);
-    interpolate_cropped(&cropped, input_size, original_size, original_size)
+    MaskUpscaler::new(low_res_size, image_size, input_size, original_size).logits(low_res)
 }
 
 #[cfg(test)]
@@ -212,6 +294,24 @@ mod tests {
         let src = vec![77u8; 13 * 7 * 3];
         for out in [[26, 14], [5, 3], [13, 7], [9, 20]] {
             assert!(resize_rgb_bilinear(&src, [13, 7], out).iter().all(|&v| v == 77), "{out:?}");
+        }
+    }
+
+    #[test]
+    fn composite_upscale_equals_the_two_steps_for_odd_and_non_square_sizes() {
+        let low: Vec<f32> = (0..64 * 64).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 20.0).collect();
+        for (original, image_size) in [([117, 173], 256), ([173, 117], 256), ([851, 1283], 1024), ([300, 300], 256), ([40, 9], 256), ([2000, 1999], 1024)] {
+            let input = preprocess_shape(original, image_size);
+            let cropped = interpolate_cropped(&low, [64, 64], [image_size, image_size], input);
+            let want = interpolate_cropped(&cropped, input, original, original);
+            let up = MaskUpscaler::new([64, 64], image_size, input, original);
+            let got = up.logits(&low);
+            assert_eq!(got.len(), want.len());
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{original:?}: max |Δ| {worst}");
+            let mut mask = vec![0u8; original[0] * original[1]];
+            up.mask_into(&low, &mut mask);
+            assert!(mask.iter().zip(&got).all(|(&m, &v)| m == (v > 0.0) as u8));
         }
     }
 

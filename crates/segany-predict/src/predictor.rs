@@ -1,11 +1,16 @@
 //! The `Predictor`: an image embedding plus prompts → masks. The one predict path used by the CLI,
 //! the server, the wasm bindings and the tests.
 
+use std::sync::{Arc, OnceLock};
+
 use burn::tensor::{Device, Tensor, TensorData};
-use segany_model::{ImageEncoder, PIXEL_MEAN, PIXEL_STD, PointPrompt, SamConfig, SamDecoder, SamModel, Variant};
+use segany_model::{
+    CpuDecoder, DensePrompt, ImageContext, ImageEncoder, PIXEL_MEAN, PIXEL_STD, PointPrompt, SamConfig, SamDecoder, SamModel,
+    Variant,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::geometry::{preprocess_shape, resize_rgb_bilinear, transform_box, transform_coords, upscale_logits};
+use crate::geometry::{MaskUpscaler, preprocess_shape, resize_rgb_bilinear, transform_box, transform_coords, upscale_logits};
 use crate::image_io::RgbImage;
 
 /// Side of the low-resolution logits (and of a mask prompt).
@@ -28,9 +33,15 @@ pub struct EmbeddingMeta {
 pub struct ImageEmbedding {
     pub tensor: Tensor<4>,
     pub meta: EmbeddingMeta,
+    /// The CPU decoder's per-image work, made on the first prediction and shared by clones.
+    prepared: Arc<OnceLock<ImageContext>>,
 }
 
 impl ImageEmbedding {
+    fn new(tensor: Tensor<4>, meta: EmbeddingMeta) -> Self {
+        Self { tensor, meta, prepared: Arc::default() }
+    }
+
     /// The values, row-major `[1, C, 64, 64]`.
     pub fn to_vec(&self) -> Vec<f32> {
         self.tensor.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 embedding")
@@ -182,6 +193,9 @@ pub struct Predictor {
     device: Device,
     /// The positional encoding of the embedding grid depends only on the weights: computed once.
     dense_pe: Tensor<4>,
+    /// The mask decoder as fused CPU code, on the CPU device (see `segany_model::cpu_decoder`);
+    /// other devices run the burn modules.
+    cpu: Option<CpuDecoder>,
     embedding: Option<ImageEmbedding>,
 }
 
@@ -189,7 +203,8 @@ impl Predictor {
     pub fn new(model: SamModel, device: Device) -> Self {
         let SamModel { encoder, decoder, config, variant, encoder_digest } = model;
         let dense_pe = decoder.prompt_encoder.dense_pe();
-        Self { encoder, decoder, config, variant, encoder_digest, device, dense_pe, embedding: None }
+        let cpu = (device == Device::flex()).then(|| CpuDecoder::new(&decoder, &dense_pe));
+        Self { encoder, decoder, config, variant, encoder_digest, device, dense_pe, cpu, embedding: None }
     }
 
     pub fn config(&self) -> &SamConfig {
@@ -238,28 +253,38 @@ impl Predictor {
         let encoder = self.encoder.as_ref().ok_or(PredictError::NoEncoder)?;
         let (input, input_size) = self.preprocess(image);
         let tensor = encoder.forward(input);
-        Ok(ImageEmbedding {
+        Ok(ImageEmbedding::new(
             tensor,
-            meta: EmbeddingMeta {
+            EmbeddingMeta {
                 variant: self.variant.map(|v| v.name().to_string()),
                 encoder_digest: self.encoder_digest.clone(),
                 input_size,
                 original_size: [image.height, image.width],
             },
-        })
+        ))
     }
 
     /// Computes the image embedding and keeps it for the following predictions.
     pub fn set_image(&mut self, image: &RgbImage) -> Result<&ImageEmbedding, PredictError> {
         let embedding = self.embed(image)?;
+        self.prepare(&embedding);
         Ok(self.embedding.insert(embedding))
     }
 
     /// Uses an embedding computed elsewhere (the server, another process, WebGPU). It must come from
     /// the same encoder weights.
     pub fn set_embedding(&mut self, values: Vec<f32>, meta: EmbeddingMeta) -> Result<(), PredictError> {
-        self.embedding = Some(self.embedding_from(values, meta)?);
+        let embedding = self.embedding_from(values, meta)?;
+        self.prepare(&embedding);
+        self.embedding = Some(embedding);
         Ok(())
+    }
+
+    /// Does the decoder's per-image work for `emb` now rather than on its first prediction (the
+    /// current image's is done when it is set, before the first click). `None` off the CPU.
+    pub fn prepare<'a>(&self, emb: &'a ImageEmbedding) -> Option<&'a ImageContext> {
+        let cpu = self.cpu.as_ref()?;
+        Some(emb.prepared.get_or_init(|| cpu.prepare(&emb.to_vec())))
     }
 
     /// An embedding from its values `[1, C, 64, 64]` row-major, checked to fit this model (see
@@ -269,7 +294,7 @@ impl Predictor {
         let e = self.config.embedding_size();
         self.check_embedding(&meta, values.len())?;
         let tensor = Tensor::from_data(TensorData::new(values, [1, c, e, e]), &self.device);
-        Ok(ImageEmbedding { tensor, meta })
+        Ok(ImageEmbedding::new(tensor, meta))
     }
 
     /// An embedding fits when it comes from this model's encoder weights, has the embedding's
@@ -365,32 +390,46 @@ impl Predictor {
         self.check_embedding(&emb.meta, emb.dims().iter().product())?;
         let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
         self.validate(prompt, original_size)?;
+        let (low_res_logits, iou_predictions) = self.decode(emb, prompt)?;
+        let n = iou_predictions.len();
+        let [oh, ow] = original_size;
+        let upscaler = MaskUpscaler::new([LOW_RES, LOW_RES], self.config.image_size, input_size, original_size);
+        let mut masks = vec![0u8; n * oh * ow];
+        let planes: Vec<&[f32]> = low_res_logits.chunks(LOW_RES * LOW_RES).collect();
+        let outs: Vec<&mut [u8]> = masks.chunks_mut(oh * ow).collect();
+        // Each mask is postprocessed independently: one thread each where threads exist.
+        #[cfg(not(target_family = "wasm"))]
+        std::thread::scope(|s| {
+            for (plane, out) in planes.into_iter().zip(outs) {
+                let upscaler = &upscaler;
+                s.spawn(move || upscaler.mask_into(plane, out));
+            }
+        });
+        #[cfg(target_family = "wasm")]
+        planes.into_iter().zip(outs).for_each(|(plane, out)| upscaler.mask_into(plane, out));
+        Ok(Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size })
+    }
+
+    /// The decoder's low-resolution logits `[N, 256, 256]` and IoU predictions `[N]` for one
+    /// validated prompt: the fused CPU decoder where the device is the CPU, else burn's modules.
+    fn decode(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<(Vec<f32>, Vec<f32>), PredictError> {
+        let original_size = emb.meta.original_size;
         let (points, boxes, masks) = self.model_prompt(prompt, original_size);
+        if let (Some(cpu), Some(ctx)) = (&self.cpu, self.prepare(emb)) {
+            let sparse = self.decoder.prompt_encoder.sparse(points, boxes, 1);
+            let sparse: Vec<f32> = sparse.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 sparse");
+            let dense = prompt.mask_input.as_deref().map_or(DensePrompt::NoMask, DensePrompt::Mask);
+            let n = cpu.num_mask_tokens();
+            let range = if prompt.multimask { 1..n } else { 0..1 };
+            let out = cpu.decode(ctx, &sparse, dense, range);
+            return Ok((out.masks, out.iou_pred));
+        }
         let (sparse, dense) = self.decoder.prompt_encoder.forward(points, boxes, masks);
         let out = self.decoder.mask_decoder.forward(emb.tensor.clone(), self.dense_pe.clone(), sparse, dense);
         let (low_res, iou) = out.select(prompt.multimask);
-        let [_, n, lh, lw] = low_res.dims();
         let low_res_logits: Vec<f32> = low_res.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
         let iou_predictions: Vec<f32> = iou.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 iou");
-
-        let [oh, ow] = original_size;
-        let image_size = self.config.image_size;
-        let threshold = |plane: &[f32]| -> Vec<u8> {
-            let logits = upscale_logits(plane, [lh, lw], image_size, input_size, original_size);
-            logits.iter().map(|&v| (v > 0.0) as u8).collect()
-        };
-        let planes: Vec<&[f32]> = low_res_logits.chunks(lh * lw).collect();
-        // Each mask is postprocessed independently: one thread each where threads exist.
-        #[cfg(not(target_family = "wasm"))]
-        let per_mask: Vec<Vec<u8>> = std::thread::scope(|s| {
-            let handles: Vec<_> = planes.iter().map(|&p| s.spawn(move || threshold(p))).collect();
-            handles.into_iter().map(|h| h.join().expect("postprocess thread")).collect()
-        });
-        #[cfg(target_family = "wasm")]
-        let per_mask: Vec<Vec<u8>> = planes.iter().map(|&p| threshold(p)).collect();
-        let mut masks = Vec::with_capacity(n * oh * ow);
-        per_mask.into_iter().for_each(|m| masks.extend(m));
-        Ok(Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size })
+        Ok((low_res_logits, iou_predictions))
     }
 
     /// Decodes many prompts at once: one decoder run over a batch of `B` prompts on the image of
@@ -415,6 +454,17 @@ impl Predictor {
             if p.mask_input.is_some() {
                 return Err(PredictError::BadMaskInput(0));
             }
+        }
+        if self.cpu.is_some() {
+            // The fused CPU decoder takes one prompt at a time; its per-image work is shared.
+            let (mut low_res_logits, mut iou_predictions) = (Vec::new(), Vec::new());
+            for p in prompts {
+                let (l, i) = self.decode(emb, &Prompt { multimask, ..p.clone() })?;
+                low_res_logits.extend(l);
+                iou_predictions.extend(i);
+            }
+            let batch = prompts.len();
+            return Ok(BatchPrediction { low_res_logits, num_masks: iou_predictions.len() / batch, iou_predictions, batch });
         }
         let (mut points, mut boxes) = (Vec::new(), Vec::new());
         for p in prompts {

@@ -1,0 +1,875 @@
+//! The mask decoder as fused CPU code: what runs on every click, in the browser's wasm worker and
+//! natively. Same network and weights as [`MaskDecoder`](crate::MaskDecoder) (read from its burn
+//! modules), the same arithmetic up to the order of float additions, but organised around what
+//! a click changes and what it does not:
+//!
+//! - **Per image** ([`ImageContext`]): the first block's image-side projections — the
+//!   token→image keys and values and the image→token queries — depend only on the embedding (plus
+//!   the positional encoding and, without a mask prompt, the constant `no_mask_embed`). They are
+//!   computed once per embedding. A mask prompt adds `conv1x1(h)` to the image tokens; that
+//!   correction is pushed through the projections as a product with the 16-channel `h`, not with
+//!   the 256-channel result.
+//! - **Per model**: the positional encoding's share of every later image-side projection.
+//! - **Per click, few prompt tokens** (`heads · tokens < internal width`, e.g. up to 10 points
+//!   for SAM's decoder): the image-side projections of the later blocks are never made. The
+//!   queries are pushed through the key projection instead (`q·(X·W_k)ᵀ = (q·W_kᵀ)·Xᵀ`), the
+//!   attention-weighted sum of the image tokens through the value projection
+//!   (`P·(X·W_v) = (P·X)·W_v`), and the prompt keys through the image→token query projection, so
+//!   every image-side product has `heads · tokens` columns instead of the projections' width.
+//! - **Per click, otherwise**: the remaining image-side projections as one GEMM per block; image→token
+//!   attention as per-head score GEMMs and a softmax over the few prompt tokens, whose values are
+//!   pushed through the output projection first when that is cheaper (few tokens); LayerNorm,
+//!   GELU, bias and residual adds fused into single passes; the output upscaling as two GEMMs
+//!   with LayerNorm2d, GELU and the hypernetwork dot products fused into their epilogues, tile by
+//!   tile so that the 256×256×32 upscaled features never exist at once.
+//!
+//! Layouts are row-major and token-major: image features are `[h·w, C]` (row `y·w + x`).
+
+use std::ops::Range;
+
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::Tensor;
+
+use crate::common::to_vec;
+use crate::kernels::{exp_neg, gelu_slice};
+use crate::transformer::{Attention, TwoWayAttentionBlock};
+use crate::{LayerNorm2d, SamDecoder};
+
+/// `nn.LayerNorm`'s default, as the reference's transformer uses it.
+const LN_EPS: f32 = 1e-5;
+/// `LayerNorm2d`'s.
+const LN2D_EPS: f32 = 1e-6;
+
+// ---------------------------------------------------------------------------------------------
+// GEMM and fused elementwise passes
+
+/// `c = scale · a·b`, or `c += scale · a·b` with `accumulate`.
+///
+/// - `a`: `m × k`, row stride `lda`, unit column stride;
+/// - `b`: `k × n`, element `(p, j)` at `b[p·b_rs + j·b_cs]` (so a transposed operand is free);
+/// - `c`: `m × n`, row stride `ldc`.
+#[allow(clippy::too_many_arguments)]
+fn gemm(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b_cs): (usize, usize), c: &mut [f32], ldc: usize, accumulate: bool, scale: f32) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "gemm: output out of bounds");
+    if k == 0 {
+        if !accumulate {
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return;
+    }
+    assert!((m - 1) * lda + k <= a.len(), "gemm: lhs out of bounds");
+    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: rhs out of bounds");
+    #[cfg(not(target_family = "wasm"))]
+    let parallelism = if m * n * k >= 1 << 20 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    #[cfg(target_family = "wasm")]
+    let parallelism = gemm::Parallelism::None;
+    // SAFETY: the asserts above keep every element the strides address inside its slice, and
+    // `c` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Softmax of one row in place. Reductions run in LANES partial results so that they vectorise.
+fn softmax(row: &mut [f32]) {
+    const LANES: usize = 8;
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let chunks = row.len() / LANES * LANES;
+    for chunk in row[..chunks].chunks_exact(LANES) {
+        for l in 0..LANES {
+            m[l] = if chunk[l] > m[l] { chunk[l] } else { m[l] };
+        }
+    }
+    let max = row[chunks..].iter().chain(&m).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let mut sum = [0f32; LANES];
+    for chunk in row[..chunks].chunks_exact_mut(LANES) {
+        for l in 0..LANES {
+            chunk[l] = exp_neg(max - chunk[l]);
+            sum[l] += chunk[l];
+        }
+    }
+    let mut total: f32 = sum.iter().sum();
+    for v in &mut row[chunks..] {
+        *v = exp_neg(max - *v);
+        total += *v;
+    }
+    let inv = 1.0 / total;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Layer norm of one row in place (biased variance, as PyTorch).
+fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inv * g + b;
+    }
+}
+
+fn add_rows(x: &mut [f32], row: &[f32]) {
+    for r in x.chunks_exact_mut(row.len()) {
+        r.iter_mut().zip(row).for_each(|(v, &b)| *v += b);
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(v, &b)| *v += b);
+}
+
+fn sum(x: &[f32], y: &[f32]) -> Vec<f32> {
+    x.iter().zip(y).map(|(a, b)| a + b).collect()
+}
+
+/// `[C, n]` → `[n, C]`.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Runs `f` over disjoint chunks of `0..n`: on every core natively, on this thread in wasm.
+fn parallel_chunks(n: usize, f: impl Fn(Range<usize>) + Sync) {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n);
+        if threads > 1 {
+            let per = n.div_ceil(threads);
+            let f = &f;
+            std::thread::scope(|s| {
+                for start in (0..n).step_by(per) {
+                    s.spawn(move || f(start..(start + per).min(n)));
+                }
+            });
+            return;
+        }
+    }
+    f(0..n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights
+
+/// A linear layer: `y = x·W + b`, `W` as `[d_in, d_out]` (burn's layout).
+#[derive(Debug, Clone)]
+struct Lin {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    d_in: usize,
+    d_out: usize,
+}
+
+impl Lin {
+    fn new(l: &Linear) -> Self {
+        let [d_in, d_out] = l.weight.val().dims();
+        let b = l.bias.as_ref().map_or_else(|| vec![0.0; d_out], |b| to_vec(b.val()));
+        Self { w: to_vec(l.weight.val()), b, d_in, d_out }
+    }
+
+    /// `rows × d_in` → `rows × d_out`.
+    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut y: Vec<f32> = self.b.iter().copied().cycle().take(rows * self.d_out).collect();
+        gemm(rows, self.d_out, self.d_in, x, self.d_in, &self.w, (self.d_out, 1), &mut y, self.d_out, true, 1.0);
+        y
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Norm {
+    g: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Norm {
+    fn new(n: &LayerNorm) -> Self {
+        let g = to_vec(n.gamma.val());
+        let b = n.beta.as_ref().map_or_else(|| vec![0.0; g.len()], |b| to_vec(b.val()));
+        Self { g, b }
+    }
+
+    fn new_2d(n: &LayerNorm2d) -> Self {
+        Self { g: to_vec(n.weight.val()), b: to_vec(n.bias.val()) }
+    }
+
+    fn rows(&self, x: &mut [f32]) {
+        x.chunks_exact_mut(self.g.len()).for_each(|r| layer_norm(r, &self.g, &self.b, LN_EPS));
+    }
+}
+
+/// An MLP with ReLU between layers.
+#[derive(Debug, Clone)]
+struct Mlp(Vec<Lin>);
+
+impl Mlp {
+    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut x = x.to_vec();
+        for (i, l) in self.0.iter().enumerate() {
+            x = l.forward(&x, rows);
+            if i + 1 < self.0.len() {
+                x.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+        x
+    }
+}
+
+/// Attention weights, used on the token side (queries, or keys and values of few tokens).
+#[derive(Debug, Clone)]
+struct Attn {
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    out: Lin,
+    heads: usize,
+}
+
+impl Attn {
+    fn new(a: &Attention) -> Self {
+        Self { q: Lin::new(&a.q_proj), k: Lin::new(&a.k_proj), v: Lin::new(&a.v_proj), out: Lin::new(&a.out_proj), heads: a.num_heads }
+    }
+
+    fn internal(&self) -> usize {
+        self.q.d_out
+    }
+
+    /// Attention among few tokens: `[n, C]` each → `[n, C]`.
+    fn forward_small(&self, q: &[f32], k: &[f32], v: &[f32], nq: usize, nk: usize) -> Vec<f32> {
+        let (q, k, v) = (self.q.forward(q, nq), self.k.forward(k, nk), self.v.forward(v, nk));
+        let ci = self.internal();
+        let o = attend(nq, nk, ci, self.heads, &q, (&k, ci), (&v, ci));
+        self.out.forward(&o, nq)
+    }
+}
+
+/// Multi-head `softmax(q·kᵀ/√d)·v`. `q`: `[nq, ci]`; `k`, `v`: `nk` rows of `ci` values with row
+/// strides as given → `[nq, ci]`.
+fn attend(nq: usize, nk: usize, ci: usize, heads: usize, q: &[f32], (k, k_rs): (&[f32], usize), (v, v_rs): (&[f32], usize)) -> Vec<f32> {
+    let d = ci / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = vec![0f32; nq * ci];
+    let mut scores = vec![0f32; nq * nk];
+    for h in 0..heads {
+        let o = h * d;
+        gemm(nq, nk, d, &q[o..], ci, &k[o..], (1, k_rs), &mut scores, nk, false, scale);
+        scores.chunks_exact_mut(nk).for_each(softmax);
+        gemm(nq, d, nk, &scores, nk, &v[o..], (v_rs, 1), &mut out[o..], ci, false, 1.0);
+    }
+    out
+}
+
+/// One two-way block's weights. `image_w`/`image_pe` are the image-side projections of the
+/// block's cross attentions, side by side: token→image keys, token→image values, image→token
+/// queries (`[C, 3·ci]`), and what the positional encoding and biases add to them (`[h·w, 3·ci]`).
+#[derive(Debug, Clone)]
+struct Block {
+    self_attn: Attn,
+    norms: [Norm; 4],
+    t2i: Attn,
+    mlp: (Lin, Lin),
+    i2t: Attn,
+    skip_first_layer_pe: bool,
+    image_w: Vec<f32>,
+    image_pe: Vec<f32>,
+}
+
+/// Weights side by side: `[d_in, Σ d_out]`.
+fn concat_columns(lins: &[&Lin]) -> Vec<f32> {
+    let d_in = lins[0].d_in;
+    let mut w = Vec::with_capacity(d_in * lins.iter().map(|l| l.d_out).sum::<usize>());
+    for r in 0..d_in {
+        for l in lins {
+            w.extend_from_slice(&l.w[r * l.d_out..(r + 1) * l.d_out]);
+        }
+    }
+    w
+}
+
+/// What the positional encoding and biases add to image-side projections: per projection, the
+/// bias plus `pe·W` when the projection's input carries the positional encoding.
+fn pe_share(pe_t: &[f32], tokens: usize, dim: usize, lins: &[(&Lin, bool)]) -> Vec<f32> {
+    let total: usize = lins.iter().map(|(l, _)| l.d_out).sum();
+    let bias: Vec<f32> = lins.iter().flat_map(|(l, _)| l.b.iter().copied()).collect();
+    let mut out: Vec<f32> = bias.iter().copied().cycle().take(tokens * total).collect();
+    let mut col = 0;
+    for (l, with_pe) in lins {
+        if *with_pe {
+            gemm(tokens, l.d_out, dim, pe_t, dim, &l.w, (l.d_out, 1), &mut out[col..], total, true, 1.0);
+        }
+        col += l.d_out;
+    }
+    out
+}
+
+/// `x·W` for a row vector `x` and `W` as `[len(x), n]`.
+fn vec_mat(x: &[f32], w: &[f32], n: usize) -> Vec<f32> {
+    let mut y = vec![0f32; n];
+    gemm(1, n, x.len(), x, x.len(), w, (n, 1), &mut y, n, false, 1.0);
+    y
+}
+
+/// The image embedding of one image, token-major, with its first-block projections.
+#[derive(Debug, Clone)]
+pub struct ImageContext {
+    /// `[h·w, C]`
+    image: Vec<f32>,
+    /// `[h·w, 3·ci]`: the first block's `image_w` projection of `image + no_mask_embed`, plus its `image_pe`.
+    first: Vec<f32>,
+}
+
+impl ImageContext {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        (self.image.len() + self.first.len()) * 4
+    }
+}
+
+/// The dense prompt: nothing (the learned `no_mask_embed` everywhere), or a previous mask's
+/// low-resolution logits `[4h, 4w]`.
+#[derive(Debug, Clone, Copy)]
+pub enum DensePrompt<'a> {
+    NoMask,
+    Mask(&'a [f32]),
+}
+
+/// How the later blocks treat image-side projections (see the module docs). `Auto` picks the
+/// cheaper per prompt; the others exist so that tests can check both ways against the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Projections {
+    #[default]
+    Auto,
+    /// Always project the image tokens.
+    Direct,
+    /// Always push the prompt tokens through the projections instead.
+    LowRank,
+}
+
+/// The decoder's outputs for the requested mask tokens.
+#[derive(Debug, Clone)]
+pub struct CpuDecoderOutput {
+    /// `[M, 4h, 4w]` low-resolution logits.
+    pub masks: Vec<f32>,
+    /// `[M]`
+    pub iou_pred: Vec<f32>,
+}
+
+/// The mask-prompt downscaling convolutions, token-major.
+#[derive(Debug, Clone)]
+struct MaskDownscaling {
+    /// `[c1, 1, 2, 2]`, `[c1]`
+    conv1: (Vec<f32>, Vec<f32>),
+    ln1: Norm,
+    /// `[c2, c1, 2, 2]`, `[c2]`
+    conv2: (Vec<f32>, Vec<f32>),
+    ln2: Norm,
+    /// The final 1×1 convolution as a linear layer `[c2, C]`.
+    conv3: Lin,
+}
+
+/// A 2×2 stride-2 convolution over token-major `[2h·2w, c_in]` → `[h·w, c_out]`, then LayerNorm2d
+/// and GELU per output pixel.
+fn conv2x2_ln_gelu(x: &[f32], [h, w]: [usize; 2], c_in: usize, (weight, bias): &(Vec<f32>, Vec<f32>), ln: &Norm) -> Vec<f32> {
+    let c_out = bias.len();
+    let mut out = vec![0f32; h * w * c_out];
+    for y in 0..h {
+        for xx in 0..w {
+            let o = &mut out[(y * w + xx) * c_out..][..c_out];
+            for (co, v) in o.iter_mut().enumerate() {
+                let mut acc = bias[co];
+                for dy in 0..2 {
+                    for dx in 0..2 {
+                        let px = &x[((2 * y + dy) * 2 * w + 2 * xx + dx) * c_in..][..c_in];
+                        for (ci, &p) in px.iter().enumerate() {
+                            acc += weight[((co * c_in + ci) * 2 + dy) * 2 + dx] * p;
+                        }
+                    }
+                }
+                *v = acc;
+            }
+            layer_norm(o, &ln.g, &ln.b, LN2D_EPS);
+            gelu_slice(o);
+        }
+    }
+    out
+}
+
+impl MaskDownscaling {
+    /// `[4h, 4w]` logits → `[h·w, c2]` features before the final 1×1 convolution.
+    fn features(&self, mask: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
+        let x = conv2x2_ln_gelu(mask, [2 * h, 2 * w], 1, &self.conv1, &self.ln1);
+        conv2x2_ln_gelu(&x, [h, w], self.conv1.1.len(), &self.conv2, &self.ln2)
+    }
+}
+
+/// Output upscaling: both transposed convolutions as GEMMs whose columns are ordered
+/// `(dy, dx, channel)`, so each output pixel's channels are contiguous.
+#[derive(Debug, Clone)]
+struct Upscaling {
+    /// `[C, 4·c1]`, `[c1]`
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    ln: Norm,
+    /// `[c1, 4·c2]`, `[c2]`
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+/// A 2×2 stride-2 `ConvTranspose2d` weight `[c_in, c_out, 2, 2]` as a GEMM operand `[c_in, (dy, dx, c_out)]`.
+fn deconv_matrix(weight: &Tensor<4>) -> (Vec<f32>, usize) {
+    let [c_in, c_out, kh, kw] = weight.dims();
+    assert_eq!([kh, kw], [2, 2], "output upscaling uses 2×2 transposed convolutions");
+    let w = to_vec(weight.clone());
+    let mut m = vec![0f32; c_in * 4 * c_out];
+    for ci in 0..c_in {
+        for co in 0..c_out {
+            for s in 0..4 {
+                m[ci * 4 * c_out + s * c_out + co] = w[(ci * c_out + co) * 4 + s];
+            }
+        }
+    }
+    (m, c_out)
+}
+
+/// The mask decoder on the CPU. Build once per model with [`CpuDecoder::new`]; per image,
+/// [`CpuDecoder::prepare`]; per prompt, [`CpuDecoder::decode`].
+#[derive(Debug, Clone)]
+pub struct CpuDecoder {
+    dim: usize,
+    /// `(h, w)` of the embedding grid.
+    grid: [usize; 2],
+    blocks: Vec<Block>,
+    final_attn: Attn,
+    /// `[C, 2·ci]` keys | values, and `[h·w, 2·ci]` their positional-encoding share and biases.
+    final_w: Vec<f32>,
+    final_pe: Vec<f32>,
+    norm_final: Norm,
+    /// `[1 + mask tokens, C]`: the IoU token, then the mask tokens.
+    output_tokens: Vec<f32>,
+    no_mask: Vec<f32>,
+    mask_downscaling: MaskDownscaling,
+    /// The first block's projections of `conv3(h) − no_mask_embed` = `h·mask_first + mask_first_bias`.
+    mask_first: Vec<f32>,
+    mask_first_bias: Vec<f32>,
+    /// `no_mask_embed · image_w` of the first block.
+    no_mask_first: Vec<f32>,
+    upscaling: Upscaling,
+    hypernetworks: Vec<Mlp>,
+    iou_head: Mlp,
+    projections: Projections,
+}
+
+impl CpuDecoder {
+    /// Reads the decoder's weights. `dense_pe`: the positional encoding of the embedding grid,
+    /// `[1, C, h, w]` (the prompt encoder's `dense_pe`).
+    pub fn new(decoder: &SamDecoder, dense_pe: &Tensor<4>) -> Self {
+        let [_, dim, h, w] = dense_pe.dims();
+        let tokens = h * w;
+        let pe_t = transpose(&to_vec(dense_pe.clone()), dim, tokens);
+        let md = &decoder.mask_decoder;
+        let pe = &decoder.prompt_encoder;
+        let blocks: Vec<Block> = md.transformer.layers.iter().map(|b| Self::block(b, &pe_t, tokens, dim)).collect();
+        let final_attn = Attn::new(&md.transformer.final_attn_token_to_image);
+        let final_w = concat_columns(&[&final_attn.k, &final_attn.v]);
+        let final_pe = pe_share(&pe_t, tokens, dim, &[(&final_attn.k, true), (&final_attn.v, false)]);
+
+        let mut output_tokens = to_vec(md.iou_token.weight.val());
+        output_tokens.extend(to_vec(md.mask_tokens.weight.val()));
+        let no_mask = to_vec(pe.no_mask_embed.weight.val());
+
+        let ds = &pe.mask_downscaling;
+        let conv = |c: &burn::nn::conv::Conv2d| {
+            let [c_out, ..] = c.weight.val().dims();
+            (to_vec(c.weight.val()), c.bias.as_ref().map_or_else(|| vec![0.0; c_out], |b| to_vec(b.val())))
+        };
+        let (w3, b3) = conv(&ds.conv3);
+        let [c_out3, c_in3, ..] = ds.conv3.weight.val().dims();
+        let conv3 = Lin { w: transpose(&w3, c_out3, c_in3), b: b3, d_in: c_in3, d_out: c_out3 };
+        let mask_downscaling =
+            MaskDownscaling { conv1: conv(&ds.conv1), ln1: Norm::new_2d(&ds.ln1), conv2: conv(&ds.conv2), ln2: Norm::new_2d(&ds.ln2), conv3 };
+
+        let first = &blocks[0];
+        let n_first = 3 * first.t2i.internal();
+        let mut mask_first = vec![0f32; c_in3 * n_first];
+        let m3 = &mask_downscaling.conv3;
+        gemm(c_in3, n_first, dim, &m3.w, dim, &first.image_w, (n_first, 1), &mut mask_first, n_first, false, 1.0);
+        let shift: Vec<f32> = m3.b.iter().zip(&no_mask).map(|(b, n)| b - n).collect();
+        let mask_first_bias = vec_mat(&shift, &first.image_w, n_first);
+        let no_mask_first = vec_mat(&no_mask, &first.image_w, n_first);
+
+        let up = &md.output_upscaling;
+        let (w1, c1) = deconv_matrix(&up.deconv1.weight.val());
+        let (w2, c2) = deconv_matrix(&up.deconv2.weight.val());
+        let bias = |b: &Option<burn::module::Param<Tensor<1>>>, n| b.as_ref().map_or_else(|| vec![0.0; n], |b| to_vec(b.val()));
+        let upscaling = Upscaling {
+            w1,
+            b1: bias(&up.deconv1.bias, c1),
+            ln: Norm::new_2d(&up.ln),
+            w2,
+            b2: bias(&up.deconv2.bias, c2),
+        };
+        let mlp = |m: &crate::mask_decoder::Mlp| Mlp(m.layers.iter().map(Lin::new).collect());
+        Self {
+            dim,
+            grid: [h, w],
+            blocks,
+            final_attn,
+            final_w,
+            final_pe,
+            norm_final: Norm::new(&md.transformer.norm_final_attn),
+            output_tokens,
+            no_mask,
+            mask_downscaling,
+            mask_first,
+            mask_first_bias,
+            no_mask_first,
+            upscaling,
+            hypernetworks: md.output_hypernetworks_mlps.iter().map(mlp).collect(),
+            iou_head: mlp(&md.iou_prediction_head),
+            projections: Projections::Auto,
+        }
+    }
+
+    /// The same decoder with another [`Projections`] strategy.
+    pub fn with_projections(mut self, projections: Projections) -> Self {
+        self.projections = projections;
+        self
+    }
+
+    fn low_rank(&self, heads: usize, nt: usize, ci: usize) -> bool {
+        match self.projections {
+            Projections::Auto => heads * nt < ci,
+            Projections::Direct => false,
+            Projections::LowRank => true,
+        }
+    }
+
+    fn block(b: &TwoWayAttentionBlock, pe_t: &[f32], tokens: usize, dim: usize) -> Block {
+        let t2i = Attn::new(&b.cross_attn_token_to_image);
+        let i2t = Attn::new(&b.cross_attn_image_to_token);
+        assert_eq!(t2i.internal(), i2t.internal(), "both cross attentions of a block have one internal width");
+        let image_w = concat_columns(&[&t2i.k, &t2i.v, &i2t.q]);
+        let image_pe = pe_share(pe_t, tokens, dim, &[(&t2i.k, true), (&t2i.v, false), (&i2t.q, true)]);
+        Block {
+            self_attn: Attn::new(&b.self_attn),
+            norms: [Norm::new(&b.norm1), Norm::new(&b.norm2), Norm::new(&b.norm3), Norm::new(&b.norm4)],
+            t2i,
+            mlp: (Lin::new(&b.mlp.lin1), Lin::new(&b.mlp.lin2)),
+            i2t,
+            skip_first_layer_pe: b.skip_first_layer_pe,
+            image_w,
+            image_pe,
+        }
+    }
+
+    /// Number of mask tokens (4 for SAM: the single-mask output, then whole, part, subpart).
+    pub fn num_mask_tokens(&self) -> usize {
+        self.hypernetworks.len()
+    }
+
+    /// Side lengths `(4h, 4w)` of the low-resolution masks.
+    pub fn low_res_size(&self) -> [usize; 2] {
+        [4 * self.grid[0], 4 * self.grid[1]]
+    }
+
+    /// The per-image work: `embedding` is `[C, h, w]` row-major.
+    pub fn prepare(&self, embedding: &[f32]) -> ImageContext {
+        let tokens = self.grid[0] * self.grid[1];
+        assert_eq!(embedding.len(), self.dim * tokens, "embedding size");
+        let image = transpose(embedding, self.dim, tokens);
+        let b = &self.blocks[0];
+        let n = b.image_pe.len() / tokens;
+        let mut first = b.image_pe.clone();
+        add_rows(&mut first, &self.no_mask_first);
+        gemm(tokens, n, self.dim, &image, self.dim, &b.image_w, (n, 1), &mut first, n, true, 1.0);
+        ImageContext { image, first }
+    }
+
+    /// Decodes one prompt: `sparse` is the prompt encoder's `[n, C]` point and box embeddings.
+    /// Returns the masks and IoU predictions of mask tokens `masks` (`0..1` single mask, `1..4`
+    /// multimask, `0..4` all).
+    pub fn decode(&self, ctx: &ImageContext, sparse: &[f32], dense: DensePrompt, masks: Range<usize>) -> CpuDecoderOutput {
+        let c = self.dim;
+        let [h, w] = self.grid;
+        let tokens = h * w;
+        assert!(sparse.len() % c == 0, "sparse embeddings are rows of C values");
+        assert!(masks.end <= self.num_mask_tokens(), "no such mask token");
+        let query_pe: Vec<f32> = self.output_tokens.iter().chain(sparse).copied().collect();
+        let nt = query_pe.len() / c;
+        let mut queries = query_pe.clone();
+
+        // The image tokens and the first block's image-side projections.
+        let (mut keys, first) = match dense {
+            DensePrompt::NoMask => {
+                let mut keys = ctx.image.clone();
+                add_rows(&mut keys, &self.no_mask);
+                (keys, std::borrow::Cow::Borrowed(&ctx.first))
+            }
+            DensePrompt::Mask(mask) => {
+                let [lh, lw] = self.low_res_size();
+                assert_eq!(mask.len(), lh * lw, "mask prompt size");
+                let feats = self.mask_downscaling.features(mask, [h, w]);
+                let conv3 = &self.mask_downscaling.conv3;
+                let mut keys = ctx.image.clone();
+                add_rows(&mut keys, &conv3.b);
+                gemm(tokens, c, conv3.d_in, &feats, conv3.d_in, &conv3.w, (c, 1), &mut keys, c, true, 1.0);
+                let mut first = ctx.first.clone();
+                let n = self.mask_first_bias.len();
+                add_rows(&mut first, &self.mask_first_bias);
+                gemm(tokens, n, conv3.d_in, &feats, conv3.d_in, &self.mask_first, (n, 1), &mut first, n, true, 1.0);
+                (keys, std::borrow::Cow::Owned(first))
+            }
+        };
+
+        for (i, b) in self.blocks.iter().enumerate() {
+            let ci = b.t2i.internal();
+            let n = 3 * ci;
+            // The image-side projections `[tokens, 3·ci]` (none for a low-rank block).
+            let low_rank = i > 0 && self.low_rank(b.t2i.heads, nt, ci);
+            let image_side = if i == 0 || low_rank {
+                None
+            } else {
+                let mut g = b.image_pe.clone();
+                gemm(tokens, n, c, &keys, c, &b.image_w, (n, 1), &mut g, n, true, 1.0);
+                Some(g)
+            };
+            let g: &[f32] = if i == 0 { &first[..] } else { image_side.as_deref().unwrap_or(&[]) };
+            let [n1, n2, n3, n4] = &b.norms;
+
+            if b.skip_first_layer_pe {
+                queries = b.self_attn.forward_small(&queries, &queries, &queries, nt, nt);
+            } else {
+                let q = sum(&queries, &query_pe);
+                let a = b.self_attn.forward_small(&q, &q, &queries, nt, nt);
+                add(&mut queries, &a);
+            }
+            n1.rows(&mut queries);
+
+            let q = b.t2i.q.forward(&sum(&queries, &query_pe), nt);
+            let o = if low_rank {
+                let (k, v) = (Projection::new(&b.image_w, 0, n, &b.image_pe), Projection::new(&b.image_w, ci, n, &b.image_pe));
+                attend_low_rank(nt, &keys, tokens, c, ci, b.t2i.heads, &q, k, v)
+            } else {
+                attend(nt, tokens, ci, b.t2i.heads, &q, (g, n), (&g[ci..], n))
+            };
+            add(&mut queries, &b.t2i.out.forward(&o, nt));
+            n2.rows(&mut queries);
+
+            let hidden: Vec<f32> = b.mlp.0.forward(&queries, nt).into_iter().map(|v| v.max(0.0)).collect();
+            add(&mut queries, &b.mlp.1.forward(&hidden, nt));
+            n3.rows(&mut queries);
+
+            let k = b.i2t.k.forward(&sum(&queries, &query_pe), nt);
+            let v = b.i2t.v.forward(&queries, nt);
+            let q = if low_rank {
+                ImageQueries::LowRank(Projection::new(&b.image_w, 2 * ci, n, &b.image_pe))
+            } else {
+                ImageQueries::Direct(&g[2 * ci..], n)
+            };
+            image_to_token(&mut keys, tokens, c, q, &k, &v, nt, &b.i2t);
+            n4.rows(&mut keys);
+        }
+
+        let fa = &self.final_attn;
+        let ci = fa.internal();
+        let q = fa.q.forward(&sum(&queries, &query_pe), nt);
+        let o = if self.low_rank(fa.heads, nt, ci) {
+            let (k, v) = (Projection::new(&self.final_w, 0, 2 * ci, &self.final_pe), Projection::new(&self.final_w, ci, 2 * ci, &self.final_pe));
+            attend_low_rank(nt, &keys, tokens, c, ci, fa.heads, &q, k, v)
+        } else {
+            let mut g = self.final_pe.clone();
+            gemm(tokens, 2 * ci, c, &keys, c, &self.final_w, (2 * ci, 1), &mut g, 2 * ci, true, 1.0);
+            attend(nt, tokens, ci, fa.heads, &q, (&g, 2 * ci), (&g[ci..], 2 * ci))
+        };
+        add(&mut queries, &fa.out.forward(&o, nt));
+        self.norm_final.rows(&mut queries);
+
+        let hyper: Vec<Vec<f32>> = masks.clone().map(|m| self.hypernetworks[m].forward(&queries[(1 + m) * c..(2 + m) * c], 1)).collect();
+        let iou_all = self.iou_head.forward(&queries[..c], 1);
+        CpuDecoderOutput { masks: self.upscale_masks(&keys, &hyper), iou_pred: iou_all[masks].to_vec() }
+    }
+
+    /// The output upscaling of the image tokens `[h·w, C]` and each hypernetwork vector's dot
+    /// product with it → `[M, 4h, 4w]`.
+    fn upscale_masks(&self, keys: &[f32], hyper: &[Vec<f32>]) -> Vec<f32> {
+        let [h, w] = self.grid;
+        let tokens = h * w;
+        let up = &self.upscaling;
+        let (c1, c2) = (up.b1.len(), up.b2.len());
+        let mut u1: Vec<f32> = up.b1.iter().copied().cycle().take(tokens * 4 * c1).collect();
+        gemm(tokens, 4 * c1, self.dim, keys, self.dim, &up.w1, (4 * c1, 1), &mut u1, 4 * c1, true, 1.0);
+        u1.chunks_exact_mut(c1).for_each(|px| {
+            layer_norm(px, &up.ln.g, &up.ln.b, LN2D_EPS);
+            gelu_slice(px);
+        });
+        // u1 is now `[4·h·w, c1]`: row `(y·w + x)·4 + dy·2 + dx` is pixel `(2y + dy, 2x + dx)`.
+        let (lh, lw) = (4 * h, 4 * w);
+        let plane = lh * lw;
+        let mut out = vec![0f32; hyper.len() * plane];
+        struct Out(*mut f32);
+        // SAFETY: every output pixel is written by exactly one row of exactly one tile.
+        unsafe impl Sync for Out {}
+        let out_ptr = Out(out.as_mut_ptr());
+        let out_ptr = &out_ptr;
+        const TILE: usize = 256; // rows of u1 per GEMM: the tile's outputs stay in cache
+        let rows = 4 * tokens;
+        parallel_chunks(rows.div_ceil(TILE), |tiles| {
+            let mut u2 = vec![0f32; TILE * 4 * c2];
+            for t in tiles {
+                let r0 = t * TILE;
+                let nr = TILE.min(rows - r0);
+                let u2 = &mut u2[..nr * 4 * c2];
+                for row in u2.chunks_exact_mut(4 * c2) {
+                    row.chunks_exact_mut(c2).for_each(|px| px.copy_from_slice(&up.b2));
+                }
+                gemm(nr, 4 * c2, c1, &u1[r0 * c1..], c1, &up.w2, (4 * c2, 1), u2, 4 * c2, true, 1.0);
+                gelu_slice(u2);
+                for (i, row) in u2.chunks_exact(4 * c2).enumerate() {
+                    let r = r0 + i;
+                    let (n, s) = (r / 4, r % 4);
+                    let (y2, x2) = (2 * (n / w) + s / 2, 2 * (n % w) + s % 2);
+                    for (s2, px) in row.chunks_exact(c2).enumerate() {
+                        let at = (2 * y2 + s2 / 2) * lw + 2 * x2 + s2 % 2;
+                        for (m, hv) in hyper.iter().enumerate() {
+                            let v: f32 = hv.iter().zip(px).map(|(a, b)| a * b).sum();
+                            // SAFETY: `at < plane` and pixel `at` of mask `m` belongs to this row only.
+                            unsafe { *out_ptr.0.add(m * plane + at) = v };
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+}
+
+/// One image-side projection inside side-by-side weights: columns `col..col + width` of `w`
+/// (`[C, stride]`) and of `pe` (`[tokens, stride]`, the positional-encoding share and bias).
+#[derive(Debug, Clone, Copy)]
+struct Projection<'a> {
+    w: &'a [f32],
+    pe: &'a [f32],
+    stride: usize,
+}
+
+impl<'a> Projection<'a> {
+    fn new(w: &'a [f32], col: usize, stride: usize, pe: &'a [f32]) -> Self {
+        Self { w: &w[col..], pe: &pe[col..], stride }
+    }
+}
+
+/// Token → image attention without projecting the image tokens `x` (`[tokens, C]`): with
+/// `K = x·W_k + pe_k` and `V = x·W_v + b_v`, head `h`'s scores are `(q_h·W_k,hᵀ)·xᵀ + q_h·pe_k,hᵀ`
+/// and its output `(P_h·x)·W_v,h + b_v,h` (the softmax rows sum to one). → `[nq, ci]`.
+#[allow(clippy::too_many_arguments)]
+fn attend_low_rank(nq: usize, x: &[f32], tokens: usize, c: usize, ci: usize, heads: usize, q: &[f32], k: Projection, v: Projection) -> Vec<f32> {
+    let d = ci / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let rows = heads * nq;
+    // Row `h·nq + i`: query i of head h through head h's key projection.
+    let mut qk = vec![0f32; rows * c];
+    let mut scores = vec![0f32; rows * tokens];
+    for h in 0..heads {
+        let o = h * d;
+        gemm(nq, c, d, &q[o..], ci, &k.w[o..], (1, k.stride), &mut qk[h * nq * c..], c, false, 1.0);
+        gemm(nq, tokens, d, &q[o..], ci, &k.pe[o..], (1, k.stride), &mut scores[h * nq * tokens..], tokens, false, scale);
+    }
+    gemm(rows, tokens, c, &qk, c, x, (1, c), &mut scores, tokens, true, scale);
+    scores.chunks_exact_mut(tokens).for_each(softmax);
+    let mut px = vec![0f32; rows * c];
+    gemm(rows, c, tokens, &scores, tokens, x, (c, 1), &mut px, c, false, 1.0);
+    // The value bias is in `v.pe`'s every row: take the first.
+    let mut out: Vec<f32> = v.pe[..ci].iter().copied().cycle().take(nq * ci).collect();
+    for h in 0..heads {
+        let o = h * d;
+        gemm(nq, d, c, &px[h * nq * c..], c, &v.w[o..], (v.stride, 1), &mut out[o..], ci, true, 1.0);
+    }
+    out
+}
+
+/// The image tokens' queries of an image → token attention: projected already (`tokens` rows of
+/// `ci`, with a row stride), or their projection, to be applied to the prompt keys instead.
+#[derive(Debug, Clone, Copy)]
+enum ImageQueries<'a> {
+    Direct(&'a [f32], usize),
+    LowRank(Projection<'a>),
+}
+
+/// Image → token cross attention, added to the image tokens `keys` (`[tokens, C]`) with the
+/// output projection's bias; `k`, `v` are the prompt tokens' keys and values (`[nt, ci]`).
+///
+/// Each image token attends to few prompt tokens, so each head's attention output lies in the
+/// span of its `nt` value rows: when `heads·nt·C < heads·nt·d + ci·C` it is cheaper to push the
+/// values through the output projection first (`[nt, C]` per head) and accumulate
+/// `scores_h · (v_h W_o,h)` straight into the tokens. With [`ImageQueries::LowRank`] the scores
+/// are `keys·(W_q,h·k_hᵀ) + pe_q,h·k_hᵀ`, for all heads in one product.
+#[allow(clippy::too_many_arguments)]
+fn image_to_token(keys: &mut [f32], tokens: usize, c: usize, q: ImageQueries, k: &[f32], v: &[f32], nt: usize, a: &Attn) {
+    let ci = a.internal();
+    let d = ci / a.heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let cols = a.heads * nt;
+    // Column `h·nt + j`: prompt token j in head h.
+    let mut scores = vec![0f32; tokens * cols];
+    match q {
+        ImageQueries::Direct(q, q_rs) => {
+            for h in 0..a.heads {
+                let off = h * d;
+                gemm(tokens, nt, d, &q[off..], q_rs, &k[off..], (1, ci), &mut scores[h * nt..], cols, false, scale);
+            }
+        }
+        ImageQueries::LowRank(p) => {
+            let mut wk = vec![0f32; c * cols];
+            for h in 0..a.heads {
+                let off = h * d;
+                gemm(c, nt, d, &p.w[off..], p.stride, &k[off..], (1, ci), &mut wk[h * nt..], cols, false, 1.0);
+                gemm(tokens, nt, d, &p.pe[off..], p.stride, &k[off..], (1, ci), &mut scores[h * nt..], cols, false, scale);
+            }
+            gemm(tokens, cols, c, keys, c, &wk, (cols, 1), &mut scores, cols, true, scale);
+        }
+    }
+    scores.chunks_exact_mut(nt).for_each(softmax);
+    add_rows(keys, &a.out.b);
+    let fold = a.heads * nt * c < a.heads * nt * d + ci * c;
+    if fold {
+        let mut vwo = vec![0f32; cols * c];
+        for h in 0..a.heads {
+            let off = h * d;
+            gemm(nt, c, d, &v[off..], ci, &a.out.w[off * c..], (c, 1), &mut vwo[h * nt * c..], c, false, 1.0);
+        }
+        gemm(tokens, c, cols, &scores, cols, &vwo, (c, 1), keys, c, true, 1.0);
+    } else {
+        let mut o = vec![0f32; tokens * ci];
+        for h in 0..a.heads {
+            let off = h * d;
+            gemm(tokens, d, nt, &scores[h * nt..], cols, &v[off..], (ci, 1), &mut o[off..], ci, false, 1.0);
+        }
+        gemm(tokens, c, ci, &o, ci, &a.out.w, (c, 1), keys, c, true, 1.0);
+    }
+}
