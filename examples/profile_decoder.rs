@@ -1,6 +1,10 @@
 //! Where one click's time goes in the decoder (not a test; for optimisation work).
 use std::time::Instant;
 
+// As the segany binary: fresh buffers from the system allocator page-fault on every call.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use segany_model::{PointPrompt, SamDecoder, Variant};
 

@@ -120,11 +120,41 @@ fn softmax(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// `Σ f(x_i)` in LANES partial sums, so that it vectorises (a plain float sum must keep its order).
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for l in 0..LANES {
+            acc[l] += f(chunk[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// `a · b` in LANES partial sums.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 /// Layer norm of one row in place (biased variance, as PyTorch).
 fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(row, |v| v) / n;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
         *v = (*v - mean) * inv * g + b;
@@ -757,7 +787,7 @@ impl CpuDecoder {
                     for (s2, px) in row.chunks_exact(c2).enumerate() {
                         let at = (2 * y2 + s2 / 2) * lw + 2 * x2 + s2 % 2;
                         for (m, hv) in hyper.iter().enumerate() {
-                            let v: f32 = hv.iter().zip(px).map(|(a, b)| a * b).sum();
+                            let v = dot(hv, px);
                             // SAFETY: `at < plane` and pixel `at` of mask `m` belongs to this row only.
                             unsafe { *out_ptr.0.add(m * plane + at) = v };
                         }
