@@ -31,7 +31,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 
 use crate::common::to_vec;
-use crate::kernels::{exp_neg, gelu_slice};
+use crate::kernels::{exp_neg, gelu_slice, parallel_for};
 use crate::transformer::{Attention, TwoWayAttentionBlock};
 use crate::{LayerNorm2d, SamDecoder};
 
@@ -184,25 +184,6 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// Runs `f` over disjoint chunks of `0..n`: on every core natively, on this thread in wasm.
-fn parallel_chunks(n: usize, f: impl Fn(Range<usize>) + Sync) {
-    #[cfg(not(target_family = "wasm"))]
-    {
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n);
-        if threads > 1 {
-            let per = n.div_ceil(threads);
-            let f = &f;
-            std::thread::scope(|s| {
-                for start in (0..n).step_by(per) {
-                    s.spawn(move || f(start..(start + per).min(n)));
-                }
-            });
-            return;
-        }
-    }
-    f(0..n)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,13 +353,6 @@ pub struct ImageContext {
     image: Vec<f32>,
     /// `[h·w, 3·ci]`: the first block's `image_w` projection of `image + no_mask_embed`, plus its `image_pe`.
     first: Vec<f32>,
-}
-
-impl ImageContext {
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        (self.image.len() + self.first.len()) * 4
-    }
 }
 
 /// The dense prompt: nothing (the learned `no_mask_embed` everywhere), or a previous mask's
@@ -769,7 +743,7 @@ impl CpuDecoder {
         let out_ptr = &out_ptr;
         const TILE: usize = 256; // rows of u1 per GEMM: the tile's outputs stay in cache
         let rows = 4 * tokens;
-        parallel_chunks(rows.div_ceil(TILE), |tiles| {
+        parallel_for(rows.div_ceil(TILE), 1, |tiles| {
             let mut u2 = vec![0f32; TILE * 4 * c2];
             for t in tiles {
                 let r0 = t * TILE;

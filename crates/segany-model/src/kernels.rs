@@ -8,7 +8,7 @@
 
 /// Runs `f` over disjoint chunks of `0..n` on every core (natively), `min_chunk` items at least
 /// per chunk.
-fn parallel_for(n: usize, min_chunk: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+pub(crate) fn parallel_for(n: usize, min_chunk: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     #[cfg(not(target_family = "wasm"))]
     {
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
@@ -102,7 +102,7 @@ fn gelu_body<const FMA: bool>(values: &mut [f32]) {
 }
 
 #[inline(always)]
-pub(crate) fn gelu_f32(x: f32) -> f32 {
+fn gelu_f32(x: f32) -> f32 {
     0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 

@@ -354,6 +354,16 @@ impl Predictor {
         prompt: &Prompt,
         original_size: [usize; 2],
     ) -> (Option<PointPrompt>, Option<Tensor<2>>, Option<Tensor<4>>) {
+        let (points, boxes) = self.sparse_prompt(prompt, original_size);
+        let masks = prompt
+            .mask_input
+            .as_ref()
+            .map(|m| Tensor::from_data(TensorData::new(m.clone(), [1, 1, LOW_RES, LOW_RES]), &self.device));
+        (points, boxes, masks)
+    }
+
+    /// The points and box of [`Predictor::model_prompt`], without the mask.
+    fn sparse_prompt(&self, prompt: &Prompt, original_size: [usize; 2]) -> (Option<PointPrompt>, Option<Tensor<2>>) {
         let input_size = preprocess_shape(original_size, self.config.image_size);
         let dev = &self.device;
         let points = (!prompt.points.is_empty()).then(|| {
@@ -371,11 +381,7 @@ impl Predictor {
             let b: Vec<f32> = transform_box(b, original_size, input_size).iter().map(|&v| v as f32).collect();
             Tensor::from_data(TensorData::new(b, [1, 4]), dev)
         });
-        let masks = prompt
-            .mask_input
-            .as_ref()
-            .map(|m| Tensor::from_data(TensorData::new(m.clone(), [1, 1, LOW_RES, LOW_RES]), dev));
-        (points, boxes, masks)
+        (points, boxes)
     }
 
     /// Predicts masks for a prompt on the current image.
@@ -414,8 +420,9 @@ impl Predictor {
     /// validated prompt: the fused CPU decoder where the device is the CPU, else burn's modules.
     fn decode(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<(Vec<f32>, Vec<f32>), PredictError> {
         let original_size = emb.meta.original_size;
-        let (points, boxes, masks) = self.model_prompt(prompt, original_size);
         if let (Some(cpu), Some(ctx)) = (&self.cpu, self.prepare(emb)) {
+            // The mask prompt goes to the CPU decoder as the slice it is, not as a tensor.
+            let (points, boxes) = self.sparse_prompt(prompt, original_size);
             let sparse = self.decoder.prompt_encoder.sparse(points, boxes, 1);
             let sparse: Vec<f32> = sparse.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 sparse");
             let dense = prompt.mask_input.as_deref().map_or(DensePrompt::NoMask, DensePrompt::Mask);
@@ -424,6 +431,7 @@ impl Predictor {
             let out = cpu.decode(ctx, &sparse, dense, range);
             return Ok((out.masks, out.iou_pred));
         }
+        let (points, boxes, masks) = self.model_prompt(prompt, original_size);
         let (sparse, dense) = self.decoder.prompt_encoder.forward(points, boxes, masks);
         let out = self.decoder.mask_decoder.forward(emb.tensor.clone(), self.dense_pe.clone(), sparse, dense);
         let (low_res, iou) = out.select(prompt.multimask);
