@@ -723,6 +723,10 @@ async fn open_blob(app: &Shared, blob: Blob, name: String, generation: u64) -> R
         .map_err(|_| JsValue::from_str(&format!("{name} is not an image this browser can show")))?
         .dyn_into()?;
     let size = [bitmap.height() as usize, bitmap.width() as usize];
+    // The bytes are read before the picture is shown: between showing it and `embed` (which
+    // notes the embedding as under way) nothing may await, or a model selection finishing in
+    // that gap would embed the picture a second time.
+    let bytes = Uint8Array::new(&JsFuture::from(blob.array_buffer()).await?).to_vec();
     {
         let mut a = app.borrow_mut();
         if a.picture_generation != generation {
@@ -730,7 +734,6 @@ async fn open_blob(app: &Shared, blob: Blob, name: String, generation: u64) -> R
         }
         a.show_picture(Picture { bitmap, name, size });
     }
-    let bytes = Uint8Array::new(&JsFuture::from(blob.array_buffer()).await?).to_vec();
     embed(app, bytes, generation).await
 }
 
