@@ -135,33 +135,40 @@ fn mask_decoder_matches_reference_before_selection() {
 }
 
 /// The fused CPU decoder (what the predictor and the page run) against the same fixtures, both
-/// ways of treating the later blocks' projections: every mask token before selection, then every
-/// prompt kind after it.
+/// ways of treating the later blocks' projections, alone and split into 2 and 3 shards of grid
+/// rows (the page's workers; 3 makes unequal bands): every mask token before selection, then
+/// every prompt kind after it.
 #[test]
-fn cpu_decoder_matches_reference_either_way() {
+fn cpu_decoder_matches_reference_either_way_alone_and_sharded() {
     let p = predictor();
     let emb = npy::<f32>(&tiny().join("image_embedding.npy")).0;
     for projections in [Projections::Direct, Projections::LowRank] {
         let cpu = CpuDecoder::new(p.decoder(), &p.decoder().prompt_encoder.dense_pe()).with_projections(projections);
-        let ctx = cpu.prepare(&emb);
-        for case in cases() {
-            let name = case["name"].as_str().unwrap();
-            let prompt = prompt_of(&case, &tiny());
-            let (points, boxes, _) = p.model_prompt(&prompt, [117, 173]);
-            let sparse = to_vec(p.decoder().prompt_encoder.sparse(points, boxes, 1));
-            let dense = prompt.mask_input.as_deref().map_or(DensePrompt::NoMask, DensePrompt::Mask);
-            let all = tiny().join(format!("case_{name}_decoder_all_masks.npy"));
-            if all.exists() {
-                let out = cpu.decode(&ctx, &sparse, dense, 0..cpu.num_mask_tokens());
-                let want_iou = tiny().join(format!("case_{name}_decoder_all_iou.npy"));
-                assert_close(&format!("{projections:?} {name} all masks"), &out.masks, &npy::<f32>(&all).0, RTOL);
-                assert_close(&format!("{projections:?} {name} all iou"), &out.iou_pred, &npy::<f32>(&want_iou).0, RTOL);
+        for shards in [1, 2, 3] {
+            let ctxs: Vec<_> = (0..shards).map(|i| cpu.prepare_rows(&emb, cpu.band(i, shards))).collect();
+            let decode = |sparse: &[f32], dense: DensePrompt<'_>, masks: std::ops::Range<usize>| {
+                if shards == 1 { cpu.decode(&ctxs[0], sparse, dense, masks) } else { cpu.decode_sharded_locally(&ctxs, sparse, dense, masks) }
+            };
+            for case in cases() {
+                let name = case["name"].as_str().unwrap();
+                let what = format!("{projections:?}, {shards} shard(s), {name}");
+                let prompt = prompt_of(&case, &tiny());
+                let (points, boxes, _) = p.model_prompt(&prompt, [117, 173]);
+                let sparse = to_vec(p.decoder().prompt_encoder.sparse(points, boxes, 1));
+                let dense = prompt.mask_input.as_deref().map_or(DensePrompt::NoMask, DensePrompt::Mask);
+                let all = tiny().join(format!("case_{name}_decoder_all_masks.npy"));
+                if all.exists() {
+                    let out = decode(&sparse, dense, 0..cpu.num_mask_tokens());
+                    let want_iou = tiny().join(format!("case_{name}_decoder_all_iou.npy"));
+                    assert_close(&format!("{what} all masks"), &out.masks, &npy::<f32>(&all).0, RTOL);
+                    assert_close(&format!("{what} all iou"), &out.iou_pred, &npy::<f32>(&want_iou).0, RTOL);
+                }
+                let n = cpu.num_mask_tokens();
+                let out = decode(&sparse, dense, if prompt.multimask { 1..n } else { 0..1 });
+                let f = |s: &str| tiny().join(format!("case_{name}_{s}.npy"));
+                assert_close(&format!("{what} low-res logits"), &out.masks, &npy::<f32>(&f("low_res")).0, RTOL);
+                assert_close(&format!("{what} iou"), &out.iou_pred, &npy::<f32>(&f("iou")).0, RTOL);
             }
-            let n = cpu.num_mask_tokens();
-            let out = cpu.decode(&ctx, &sparse, dense, if prompt.multimask { 1..n } else { 0..1 });
-            let f = |s: &str| tiny().join(format!("case_{name}_{s}.npy"));
-            assert_close(&format!("{projections:?} {name} low-res logits"), &out.masks, &npy::<f32>(&f("low_res")).0, RTOL);
-            assert_close(&format!("{projections:?} {name} iou"), &out.iou_pred, &npy::<f32>(&f("iou")).0, RTOL);
         }
     }
 }

@@ -23,15 +23,33 @@
 //!   with LayerNorm2d, GELU and the hypernetwork dot products fused into their epilogues, tile by
 //!   tile so that the 256×256×32 upscaled features never exist at once.
 //!
+//! - **Per click, few prompt tokens, upscaling**: the first transposed convolution (a
+//!   `[h·w, C]·[C, 4·c1]` GEMM) is pushed back through the blocks' last LayerNorms, whose inputs
+//!   change per click only by the low-rank image→token updates ([`UpscaleFold`]): the image's
+//!   share is made once per image, and a click pays for the updates' few columns.
+//!
+//! - **Sharded** ([`CpuDecoder::decode_shard`]): the image tokens split into bands of grid rows,
+//!   one per shard (the page runs two wasm workers). Everything on the image side is row-local
+//!   except the three token→image attentions, whose softmax runs over all image tokens: each
+//!   shard computes its band's share ([`AttentionPartial`]: per query row the maximum score, the
+//!   sum of exponentials and the exponential-weighted values), the shards swap shares through an
+//!   [`Exchange`], and every shard merges all of them in shard order, so that the prompt-token
+//!   path stays identical on every shard. A shard's output is its band of the masks.
+//!
 //! Layouts are row-major and token-major: image features are `[h·w, C]` (row `y·w + x`).
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 
 use crate::common::to_vec;
-use crate::kernels::{exp_neg, gelu_slice, parallel_for};
+use crate::kernels::{exp_neg, exp_sub_sum, gelu_slice, parallel_for};
 use crate::transformer::{Attention, TwoWayAttentionBlock};
 use crate::{LayerNorm2d, SamDecoder};
 
@@ -104,18 +122,7 @@ fn softmax(row: &mut [f32]) {
         }
     }
     let max = row[chunks..].iter().chain(&m).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    let mut sum = [0f32; LANES];
-    for chunk in row[..chunks].chunks_exact_mut(LANES) {
-        for l in 0..LANES {
-            chunk[l] = exp_neg(max - chunk[l]);
-            sum[l] += chunk[l];
-        }
-    }
-    let mut total: f32 = sum.iter().sum();
-    for v in &mut row[chunks..] {
-        *v = exp_neg(max - *v);
-        total += *v;
-    }
+    let total = exp_sub_sum(row, max);
     let inv = 1.0 / total;
     row.iter_mut().for_each(|v| *v *= inv);
 }
@@ -150,8 +157,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-/// Layer norm of one row in place (biased variance, as PyTorch).
-fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+/// Layer norm of one row in place (biased variance, as PyTorch) → its mean and `1/σ`.
+fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
     let mean = lane_sum(row, |v| v) / n;
     let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
@@ -159,6 +166,7 @@ fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
         *v = (*v - mean) * inv * g + b;
     }
+    (mean, inv)
 }
 
 fn add_rows(x: &mut [f32], row: &[f32]) {
@@ -231,7 +239,14 @@ impl Norm {
     }
 
     fn rows(&self, x: &mut [f32]) {
-        x.chunks_exact_mut(self.g.len()).for_each(|r| layer_norm(r, &self.g, &self.b, LN_EPS));
+        x.chunks_exact_mut(self.g.len()).for_each(|r| {
+            layer_norm(r, &self.g, &self.b, LN_EPS);
+        });
+    }
+
+    /// [`Norm::rows`], → each row's mean and `1/σ`.
+    fn rows_stats(&self, x: &mut [f32]) -> Vec<(f32, f32)> {
+        x.chunks_exact_mut(self.g.len()).map(|r| layer_norm(r, &self.g, &self.b, LN_EPS)).collect()
     }
 }
 
@@ -296,6 +311,130 @@ fn attend(nq: usize, nk: usize, ci: usize, heads: usize, q: &[f32], (k, k_rs): (
     out
 }
 
+/// Scores `[rows, tokens]` → their band's share of the softmax: `exp(s − max)` in place, and
+/// per row the maximum and the sum of exponentials.
+fn partial_softmax(scores: &mut [f32], tokens: usize) -> (Vec<f32>, Vec<f32>) {
+    let rows = scores.len() / tokens;
+    let (mut max, mut sum) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
+    for row in scores.chunks_exact_mut(tokens) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        sum.push(exp_sub_sum(row, m));
+        max.push(m);
+    }
+    (max, sum)
+}
+
+/// One shard's share of a softmax attention over the image tokens, for `rows` query rows: the
+/// maximum score of each row over the shard's band, the sum of `exp(score − max)`, and the
+/// values weighted by those exponentials (`[rows, width]`, not yet divided by any sum).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionPartial {
+    pub max: Vec<f32>,
+    pub sum: Vec<f32>,
+    pub values: Vec<f32>,
+}
+
+impl AttentionPartial {
+    /// The attention output `[rows, width]` from every shard's share, merged in the order given.
+    pub fn merge(parts: &[AttentionPartial]) -> Vec<f32> {
+        let first = parts.first().expect("at least one shard");
+        let rows = first.max.len();
+        let width = if rows == 0 { 0 } else { first.values.len() / rows };
+        for p in parts {
+            assert!(p.max.len() == rows && p.sum.len() == rows && p.values.len() == rows * width, "attention shares of one shape");
+        }
+        let mut out = vec![0f32; rows * width];
+        for (r, o) in out.chunks_exact_mut(width.max(1)).enumerate().take(rows) {
+            let m = parts.iter().fold(f32::NEG_INFINITY, |a, p| if p.max[r] > a { p.max[r] } else { a });
+            let total: f32 = parts.iter().map(|p| exp_neg(m - p.max[r]) * p.sum[r]).sum();
+            for p in parts {
+                let f = exp_neg(m - p.max[r]) / total;
+                o.iter_mut().zip(&p.values[r * width..(r + 1) * width]).for_each(|(o, &v)| *o += f * v);
+            }
+        }
+        out
+    }
+}
+
+/// How shards swap their [`AttentionPartial`]s: three times per decode, in the same order on
+/// every shard.
+pub trait Exchange {
+    /// Gives this shard's share to every shard; resolves to all shards' shares in shard order
+    /// (this one's included).
+    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Vec<AttentionPartial>>;
+}
+
+/// The exchange of a decoder that is its only shard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Alone;
+
+impl Exchange for Alone {
+    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Vec<AttentionPartial>> {
+        std::future::ready(vec![mine])
+    }
+}
+
+/// Shards in one thread: each posts its share for the current round on a common board and
+/// waits until every shard's is there ([`CpuDecoder::decode_sharded_locally`]).
+struct LocalExchange {
+    shard: usize,
+    round: usize,
+    board: Rc<RefCell<Vec<Vec<Option<AttentionPartial>>>>>,
+}
+
+impl Exchange for LocalExchange {
+    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Vec<AttentionPartial>> {
+        let (round, board) = (self.round, self.board.clone());
+        self.round += 1;
+        board.borrow_mut()[round][self.shard] = Some(mine);
+        std::future::poll_fn(move |_| {
+            let b = board.borrow();
+            if b[round].iter().all(Option::is_some) { Poll::Ready(b[round].iter().flatten().cloned().collect()) } else { Poll::Pending }
+        })
+    }
+}
+
+/// Polls a future that never waits (one whose exchanges are [`Alone`]) to its result.
+fn now_or_never<T>(f: impl Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("a decode alone never waits"),
+    }
+}
+
+/// Token → image attention over one shard's band: scores of the query rows of each head against
+/// the band's keys `k` and values `v` (`tokens` rows with the strides given). → the band's
+/// share, rows `h·nq + i` of width `d` (head `h`, query `i`).
+#[allow(clippy::too_many_arguments)]
+fn attend_partial(nq: usize, tokens: usize, ci: usize, heads: usize, q: &[f32], (k, k_rs): (&[f32], usize), (v, v_rs): (&[f32], usize)) -> AttentionPartial {
+    let d = ci / heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut scores = vec![0f32; heads * nq * tokens];
+    for h in 0..heads {
+        let o = h * d;
+        gemm(nq, tokens, d, &q[o..], ci, &k[o..], (1, k_rs), &mut scores[h * nq * tokens..], tokens, false, scale);
+    }
+    let (max, sum) = partial_softmax(&mut scores, tokens);
+    let mut values = vec![0f32; heads * nq * d];
+    for h in 0..heads {
+        gemm(nq, d, tokens, &scores[h * nq * tokens..], tokens, &v[h * d..], (v_rs, 1), &mut values[h * nq * d..], d, false, 1.0);
+    }
+    AttentionPartial { max, sum, values }
+}
+
+/// Rows `h·nq + i` of width `d` (merged [`attend_partial`] shares) → `[nq, heads·d]`.
+fn heads_to_columns(x: &[f32], nq: usize, heads: usize) -> Vec<f32> {
+    let d = x.len() / (heads * nq).max(1);
+    let mut out = vec![0f32; x.len()];
+    for h in 0..heads {
+        for i in 0..nq {
+            out[i * heads * d + h * d..][..d].copy_from_slice(&x[(h * nq + i) * d..][..d]);
+        }
+    }
+    out
+}
+
 /// One two-way block's weights. `image_w`/`image_pe` are the image-side projections of the
 /// block's cross attentions, side by side: token→image keys, token→image values, image→token
 /// queries (`[C, 3·ci]`), and what the positional encoding and biases add to them (`[h·w, 3·ci]`).
@@ -353,6 +492,17 @@ pub struct ImageContext {
     image: Vec<f32>,
     /// `[h·w, 3·ci]`: the first block's `image_w` projection of `image + no_mask_embed`, plus its `image_pe`.
     first: Vec<f32>,
+    /// `[h·w, 4·c1]`: `image·H_0` ([`UpscaleFold`]); empty with [`Projections::Direct`].
+    image_h0: Vec<f32>,
+    /// The band of grid rows this context holds (all of them unless sharded).
+    rows: Range<usize>,
+}
+
+impl ImageContext {
+    /// The band of grid rows this context holds.
+    pub fn rows(&self) -> Range<usize> {
+        self.rows.clone()
+    }
 }
 
 /// The dense prompt: nothing (the learned `no_mask_embed` everywhere), or a previous mask's
@@ -369,9 +519,10 @@ pub enum DensePrompt<'a> {
 pub enum Projections {
     #[default]
     Auto,
-    /// Always project the image tokens.
+    /// Always project the image tokens, and apply the first transposed convolution to them.
     Direct,
-    /// Always push the prompt tokens through the projections instead.
+    /// Always push the prompt tokens through the projections instead, and the first transposed
+    /// convolution back through the LayerNorms ([`UpscaleFold`]).
     LowRank,
 }
 
@@ -425,7 +576,8 @@ fn conv2x2_ln_gelu(x: &[f32], [h, w]: [usize; 2], c_in: usize, (weight, bias): &
 }
 
 impl MaskDownscaling {
-    /// `[4h, 4w]` logits → `[h·w, c2]` features before the final 1×1 convolution.
+    /// `[4h, 4w]` logits → `[h·w, c2]` features before the final 1×1 convolution (rows `4y..4y+4`
+    /// of the logits make grid row `y`, so a band of logit rows makes its band of grid rows).
     fn features(&self, mask: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
         let x = conv2x2_ln_gelu(mask, [2 * h, 2 * w], 1, &self.conv1, &self.ln1);
         conv2x2_ln_gelu(&x, [h, w], self.conv1.1.len(), &self.conv2, &self.ln2)
@@ -443,6 +595,51 @@ struct Upscaling {
     /// `[c1, 4·c2]`, `[c2]`
     w2: Vec<f32>,
     b2: Vec<f32>,
+}
+
+/// The first transposed convolution `keys_L·W1` pushed back through the blocks' last LayerNorms.
+///
+/// Block `b` ends with `keys_{b+1} = LN_b(keys_b + A_b)`, where the image→token update `A_b` has
+/// low rank (few prompt tokens: [`Factors`]) and each row's LayerNorm is affine:
+/// `LN(x) = (x − μ)·(1/σ)·γ + β`. With `H_L = W1` and `H_b = diag(γ_b)·H_{b+1}`,
+///
+/// `keys_{b+1}·H_{b+1} = (1/σ) ⊙ ((keys_b + A_b)·H_b − μ ⊗ 1ᵀH_b) + β_b·H_{b+1}`,
+///
+/// so `keys_0·H_0` is made once per image ([`ImageContext`]) and each click adds only
+/// `left_b·(right_b·H_b)` per block and per-row scalings: `Σ rank_b` columns of inner
+/// dimension instead of `C`. The same sum as the reference's up to float rounding.
+#[derive(Debug, Clone)]
+struct UpscaleFold {
+    /// `H_b` for `b = 0..=L`, `[C, 4·c1]` each.
+    h: Vec<Vec<f32>>,
+    /// Per block: `1ᵀ·H_b`, `β_b·H_{b+1}`, and the image→token output bias times `H_b`.
+    colsum: Vec<Vec<f32>>,
+    beta: Vec<Vec<f32>>,
+    out_bias: Vec<Vec<f32>>,
+    /// `no_mask_embed·H_0`; a mask prompt's 1×1 convolution through `H_0`: `W3·H_0`, `b3·H_0`.
+    no_mask: Vec<f32>,
+    mask_w: Vec<f32>,
+    mask_b: Vec<f32>,
+}
+
+impl UpscaleFold {
+    fn new(blocks: &[Block], w1: &[f32], no_mask: &[f32], conv3: &Lin) -> Self {
+        let c = conv3.d_out;
+        let n = w1.len() / c;
+        let mut h = vec![w1.to_vec()];
+        for b in blocks.iter().rev() {
+            let next = h.last().expect("H_L");
+            let g = &b.norms[3].g;
+            h.push(next.chunks_exact(n).zip(g).flat_map(|(row, &g)| row.iter().map(move |v| v * g)).collect());
+        }
+        h.reverse();
+        let colsum = h[..blocks.len()].iter().map(|hb| hb.chunks_exact(n).fold(vec![0f32; n], |acc, r| sum(&acc, r))).collect();
+        let beta = blocks.iter().zip(&h[1..]).map(|(b, hn)| vec_mat(&b.norms[3].b, hn, n)).collect();
+        let out_bias = blocks.iter().zip(&h).map(|(b, hb)| vec_mat(&b.i2t.out.b, hb, n)).collect();
+        let mut mask_w = vec![0f32; conv3.d_in * n];
+        gemm(conv3.d_in, n, c, &conv3.w, c, &h[0], (n, 1), &mut mask_w, n, false, 1.0);
+        Self { no_mask: vec_mat(no_mask, &h[0], n), mask_w, mask_b: vec_mat(&conv3.b, &h[0], n), h, colsum, beta, out_bias }
+    }
 }
 
 /// A 2×2 stride-2 `ConvTranspose2d` weight `[c_in, c_out, 2, 2]` as a GEMM operand `[c_in, (dy, dx, c_out)]`.
@@ -484,6 +681,7 @@ pub struct CpuDecoder {
     /// `no_mask_embed · image_w` of the first block.
     no_mask_first: Vec<f32>,
     upscaling: Upscaling,
+    upscale_fold: UpscaleFold,
     hypernetworks: Vec<Mlp>,
     iou_head: Mlp,
     projections: Projections,
@@ -539,6 +737,7 @@ impl CpuDecoder {
             b2: bias(&up.deconv2.bias, c2),
         };
         let mlp = |m: &crate::mask_decoder::Mlp| Mlp(m.layers.iter().map(Lin::new).collect());
+        let upscale_fold = UpscaleFold::new(&blocks, &upscaling.w1, &no_mask, &mask_downscaling.conv3);
         Self {
             dim,
             grid: [h, w],
@@ -554,6 +753,7 @@ impl CpuDecoder {
             mask_first_bias,
             no_mask_first,
             upscaling,
+            upscale_fold,
             hypernetworks: md.output_hypernetworks_mlps.iter().map(mlp).collect(),
             iou_head: mlp(&md.iou_prediction_head),
             projections: Projections::Auto,
@@ -564,6 +764,19 @@ impl CpuDecoder {
     pub fn with_projections(mut self, projections: Projections) -> Self {
         self.projections = projections;
         self
+    }
+
+    /// Whether a decode with `nt` prompt tokens (and a mask prompt or not) folds the first
+    /// transposed convolution ([`UpscaleFold`]): when the blocks' updates have fewer columns in
+    /// all than the image tokens.
+    fn fold_upscaling(&self, nt: usize, mask: bool) -> bool {
+        let rank: usize = self.blocks.iter().map(|b| update_rank(&b.i2t, nt, self.dim)).sum();
+        let rank = rank + if mask { self.mask_downscaling.conv3.d_in } else { 0 };
+        match self.projections {
+            Projections::Auto => rank < self.dim,
+            Projections::Direct => false,
+            Projections::LowRank => true,
+        }
     }
 
     fn low_rank(&self, heads: usize, nt: usize, ci: usize) -> bool {
@@ -604,45 +817,95 @@ impl CpuDecoder {
 
     /// The per-image work: `embedding` is `[C, h, w]` row-major.
     pub fn prepare(&self, embedding: &[f32]) -> ImageContext {
-        let tokens = self.grid[0] * self.grid[1];
-        assert_eq!(embedding.len(), self.dim * tokens, "embedding size");
-        let image = transpose(embedding, self.dim, tokens);
+        self.prepare_rows(embedding, 0..self.grid[0])
+    }
+
+    /// Grid rows of shard `index` of `count` (bands as equal as can be, in order).
+    pub fn band(&self, index: usize, count: usize) -> Range<usize> {
+        let h = self.grid[0];
+        assert!(index < count && count <= h, "shard {index} of {count} over {h} grid rows");
+        index * h / count..(index + 1) * h / count
+    }
+
+    /// The per-image work of one band of grid rows (a shard's; see [`CpuDecoder::decode_shard`]).
+    pub fn prepare_rows(&self, embedding: &[f32], rows: Range<usize>) -> ImageContext {
+        let [h, w] = self.grid;
+        let all = h * w;
+        assert_eq!(embedding.len(), self.dim * all, "embedding size");
+        assert!(rows.start < rows.end && rows.end <= h, "grid rows {rows:?} of {h}");
+        let (t0, tokens) = (rows.start * w, rows.len() * w);
+        let image = transpose(embedding, self.dim, all)[t0 * self.dim..(t0 + tokens) * self.dim].to_vec();
         let b = &self.blocks[0];
-        let n = b.image_pe.len() / tokens;
-        let mut first = b.image_pe.clone();
+        let n = b.image_pe.len() / all;
+        let mut first = b.image_pe[t0 * n..(t0 + tokens) * n].to_vec();
         add_rows(&mut first, &self.no_mask_first);
         gemm(tokens, n, self.dim, &image, self.dim, &b.image_w, (n, 1), &mut first, n, true, 1.0);
-        ImageContext { image, first }
+        let mut image_h0 = Vec::new();
+        if self.projections != Projections::Direct {
+            let h0 = &self.upscale_fold.h[0];
+            let n = h0.len() / self.dim;
+            image_h0 = vec![0f32; tokens * n];
+            gemm(tokens, n, self.dim, &image, self.dim, h0, (n, 1), &mut image_h0, n, false, 1.0);
+        }
+        ImageContext { image, first, image_h0, rows }
     }
 
     /// Decodes one prompt: `sparse` is the prompt encoder's `[n, C]` point and box embeddings.
     /// Returns the masks and IoU predictions of mask tokens `masks` (`0..1` single mask, `1..4`
-    /// multimask, `0..4` all).
+    /// multimask, `0..4` all). `ctx` must hold every grid row ([`CpuDecoder::prepare`]).
     pub fn decode(&self, ctx: &ImageContext, sparse: &[f32], dense: DensePrompt, masks: Range<usize>) -> CpuDecoderOutput {
+        assert_eq!(ctx.rows, 0..self.grid[0], "a decode alone needs the context of every grid row");
+        now_or_never(self.decode_shard(ctx, sparse, dense, masks, &mut Alone))
+    }
+
+    /// Decodes one prompt as one shard of several, each with the context of its band of grid
+    /// rows ([`CpuDecoder::prepare_rows`]) and the same prompt (`dense`: the whole mask prompt),
+    /// swapping attention shares through `exchange`. Returns the band's rows of the masks
+    /// (`[M, 4·rows, 4w]`) and the IoU predictions (the same on every shard).
+    pub async fn decode_shard(&self, ctx: &ImageContext, sparse: &[f32], dense: DensePrompt<'_>, masks: Range<usize>, exchange: &mut impl Exchange) -> CpuDecoderOutput {
         let c = self.dim;
-        let [h, w] = self.grid;
-        let tokens = h * w;
+        let [_, w] = self.grid;
+        let all = self.grid[0] * w;
+        let (t0, tokens) = (ctx.rows.start * w, ctx.rows.len() * w);
+        // The band's rows of a per-token array over the whole grid.
+        fn rows_of(pe: &[f32], all: usize, t0: usize, tokens: usize) -> &[f32] {
+            let n = pe.len() / all;
+            &pe[t0 * n..(t0 + tokens) * n]
+        }
+        let band_pe = |pe| rows_of(pe, all, t0, tokens);
         assert!(sparse.len() % c == 0, "sparse embeddings are rows of C values");
         assert!(masks.end <= self.num_mask_tokens(), "no such mask token");
         let query_pe: Vec<f32> = self.output_tokens.iter().chain(sparse).copied().collect();
         let nt = query_pe.len() / c;
         let mut queries = query_pe.clone();
+        // `keys·H_b` as the blocks go ([`UpscaleFold`]).
+        let fold = &self.upscale_fold;
+        let mut keys_h = self.fold_upscaling(nt, matches!(dense, DensePrompt::Mask(_))).then(|| ctx.image_h0.clone());
+        let n_up = fold.no_mask.len();
 
         // The image tokens and the first block's image-side projections.
         let (mut keys, first) = match dense {
             DensePrompt::NoMask => {
                 let mut keys = ctx.image.clone();
                 add_rows(&mut keys, &self.no_mask);
+                if let Some(kh) = &mut keys_h {
+                    add_rows(kh, &fold.no_mask);
+                }
                 (keys, std::borrow::Cow::Borrowed(&ctx.first))
             }
             DensePrompt::Mask(mask) => {
                 let [lh, lw] = self.low_res_size();
                 assert_eq!(mask.len(), lh * lw, "mask prompt size");
-                let feats = self.mask_downscaling.features(mask, [h, w]);
+                let band = &mask[4 * ctx.rows.start * lw..4 * ctx.rows.end * lw];
+                let feats = self.mask_downscaling.features(band, [ctx.rows.len(), w]);
                 let conv3 = &self.mask_downscaling.conv3;
                 let mut keys = ctx.image.clone();
                 add_rows(&mut keys, &conv3.b);
                 gemm(tokens, c, conv3.d_in, &feats, conv3.d_in, &conv3.w, (c, 1), &mut keys, c, true, 1.0);
+                if let Some(kh) = &mut keys_h {
+                    add_rows(kh, &fold.mask_b);
+                    gemm(tokens, n_up, conv3.d_in, &feats, conv3.d_in, &fold.mask_w, (n_up, 1), kh, n_up, true, 1.0);
+                }
                 let mut first = ctx.first.clone();
                 let n = self.mask_first_bias.len();
                 add_rows(&mut first, &self.mask_first_bias);
@@ -659,7 +922,7 @@ impl CpuDecoder {
             let image_side = if i == 0 || low_rank {
                 None
             } else {
-                let mut g = b.image_pe.clone();
+                let mut g = band_pe(&b.image_pe).to_vec();
                 gemm(tokens, n, c, &keys, c, &b.image_w, (n, 1), &mut g, n, true, 1.0);
                 Some(g)
             };
@@ -676,11 +939,14 @@ impl CpuDecoder {
             n1.rows(&mut queries);
 
             let q = b.t2i.q.forward(&sum(&queries, &query_pe), nt);
+            let image_pe = band_pe(&b.image_pe);
             let o = if low_rank {
-                let (k, v) = (Projection::new(&b.image_w, 0, n, &b.image_pe), Projection::new(&b.image_w, ci, n, &b.image_pe));
-                attend_low_rank(nt, &keys, tokens, c, ci, b.t2i.heads, &q, k, v)
+                let (k, v) = (Projection::new(&b.image_w, 0, n, image_pe), Projection::new(&b.image_w, ci, n, image_pe));
+                let share = low_rank_partial(nt, &keys, tokens, c, ci, b.t2i.heads, &q, k);
+                low_rank_output(&AttentionPartial::merge(&exchange.exchange(share).await), nt, c, ci, b.t2i.heads, v)
             } else {
-                attend(nt, tokens, ci, b.t2i.heads, &q, (g, n), (&g[ci..], n))
+                let share = attend_partial(nt, tokens, ci, b.t2i.heads, &q, (g, n), (&g[ci..], n));
+                heads_to_columns(&AttentionPartial::merge(&exchange.exchange(share).await), nt, b.t2i.heads)
             };
             add(&mut queries, &b.t2i.out.forward(&o, nt));
             n2.rows(&mut queries);
@@ -692,42 +958,97 @@ impl CpuDecoder {
             let k = b.i2t.k.forward(&sum(&queries, &query_pe), nt);
             let v = b.i2t.v.forward(&queries, nt);
             let q = if low_rank {
-                ImageQueries::LowRank(Projection::new(&b.image_w, 2 * ci, n, &b.image_pe))
+                ImageQueries::LowRank(Projection::new(&b.image_w, 2 * ci, n, image_pe))
             } else {
                 ImageQueries::Direct(&g[2 * ci..], n)
             };
-            image_to_token(&mut keys, tokens, c, q, &k, &v, nt, &b.i2t);
-            n4.rows(&mut keys);
+            let update = image_to_token(&mut keys, tokens, c, q, &k, &v, nt, &b.i2t);
+            match &mut keys_h {
+                None => n4.rows(&mut keys),
+                Some(kh) => {
+                    let r = update.rank;
+                    let mut right_h = vec![0f32; r * n_up];
+                    gemm(r, n_up, c, &update.right, c, &fold.h[i], (n_up, 1), &mut right_h, n_up, false, 1.0);
+                    add_rows(kh, &fold.out_bias[i]);
+                    gemm(tokens, n_up, r, &update.left, r, &right_h, (n_up, 1), kh, n_up, true, 1.0);
+                    let stats = n4.rows_stats(&mut keys);
+                    let (colsum, beta) = (&fold.colsum[i], &fold.beta[i]);
+                    for (row, (mean, inv)) in kh.chunks_exact_mut(n_up).zip(stats) {
+                        for ((v, &s), &b) in row.iter_mut().zip(colsum).zip(beta) {
+                            *v = (*v - mean * s) * inv + b;
+                        }
+                    }
+                }
+            }
         }
 
         let fa = &self.final_attn;
         let ci = fa.internal();
         let q = fa.q.forward(&sum(&queries, &query_pe), nt);
+        let final_pe = band_pe(&self.final_pe);
         let o = if self.low_rank(fa.heads, nt, ci) {
-            let (k, v) = (Projection::new(&self.final_w, 0, 2 * ci, &self.final_pe), Projection::new(&self.final_w, ci, 2 * ci, &self.final_pe));
-            attend_low_rank(nt, &keys, tokens, c, ci, fa.heads, &q, k, v)
+            let (k, v) = (Projection::new(&self.final_w, 0, 2 * ci, final_pe), Projection::new(&self.final_w, ci, 2 * ci, final_pe));
+            let share = low_rank_partial(nt, &keys, tokens, c, ci, fa.heads, &q, k);
+            low_rank_output(&AttentionPartial::merge(&exchange.exchange(share).await), nt, c, ci, fa.heads, v)
         } else {
-            let mut g = self.final_pe.clone();
+            let mut g = final_pe.to_vec();
             gemm(tokens, 2 * ci, c, &keys, c, &self.final_w, (2 * ci, 1), &mut g, 2 * ci, true, 1.0);
-            attend(nt, tokens, ci, fa.heads, &q, (&g, 2 * ci), (&g[ci..], 2 * ci))
+            let share = attend_partial(nt, tokens, ci, fa.heads, &q, (&g, 2 * ci), (&g[ci..], 2 * ci));
+            heads_to_columns(&AttentionPartial::merge(&exchange.exchange(share).await), nt, fa.heads)
         };
         add(&mut queries, &fa.out.forward(&o, nt));
         self.norm_final.rows(&mut queries);
 
         let hyper: Vec<Vec<f32>> = masks.clone().map(|m| self.hypernetworks[m].forward(&queries[(1 + m) * c..(2 + m) * c], 1)).collect();
         let iou_all = self.iou_head.forward(&queries[..c], 1);
-        CpuDecoderOutput { masks: self.upscale_masks(&keys, &hyper), iou_pred: iou_all[masks].to_vec() }
+        let masks_out = self.upscale_masks(&keys, keys_h, ctx.rows.len(), &hyper);
+        CpuDecoderOutput { masks: masks_out, iou_pred: iou_all[masks].to_vec() }
     }
 
-    /// The output upscaling of the image tokens `[h·w, C]` and each hypernetwork vector's dot
-    /// product with it → `[M, 4h, 4w]`.
-    fn upscale_masks(&self, keys: &[f32], hyper: &[Vec<f32>]) -> Vec<f32> {
-        let [h, w] = self.grid;
+    /// Decodes one prompt as `ctxs.len()` shards in this thread, taking turns at each exchange,
+    /// and joins their bands: what [`CpuDecoder::decode`] returns, computed the sharded way.
+    pub fn decode_sharded_locally(&self, ctxs: &[ImageContext], sparse: &[f32], dense: DensePrompt, masks: Range<usize>) -> CpuDecoderOutput {
+        let board = Rc::new(RefCell::new(vec![vec![None; ctxs.len()]; 3]));
+        let mut exchanges: Vec<LocalExchange> = (0..ctxs.len()).map(|shard| LocalExchange { shard, round: 0, board: board.clone() }).collect();
+        let mut shards: Vec<Pin<Box<dyn Future<Output = CpuDecoderOutput> + '_>>> =
+            ctxs.iter().zip(&mut exchanges).map(|(ctx, ex)| Box::pin(self.decode_shard(ctx, sparse, dense, masks.clone(), ex)) as Pin<Box<_>>).collect();
+        let mut done: Vec<Option<CpuDecoderOutput>> = vec![None; ctxs.len()];
+        let mut cx = Context::from_waker(Waker::noop());
+        // Each turn takes every shard to its next exchange: four turns finish a decode.
+        for _turn in 0..8 {
+            for (f, d) in shards.iter_mut().zip(&mut done) {
+                if d.is_none()
+                    && let Poll::Ready(out) = f.as_mut().poll(&mut cx)
+                {
+                    *d = Some(out);
+                }
+            }
+        }
+        assert!(done.iter().all(Option::is_some), "shards still wait for each other");
+        let outs: Vec<CpuDecoderOutput> = done.into_iter().flatten().collect();
+        let bands: Vec<&[f32]> = outs.iter().map(|o| &o.masks[..]).collect();
+        CpuDecoderOutput { masks: join_bands(&bands, masks.len()), iou_pred: outs[0].iou_pred.clone() }
+    }
+
+    /// The output upscaling of a band of `h` grid rows of image tokens `[h·w, C]` and each
+    /// hypernetwork vector's dot product with it → `[M, 4h, 4w]`. `keys_h`: `keys·W1` when made
+    /// already ([`UpscaleFold`]).
+    fn upscale_masks(&self, keys: &[f32], keys_h: Option<Vec<f32>>, h: usize, hyper: &[Vec<f32>]) -> Vec<f32> {
+        let w = self.grid[1];
         let tokens = h * w;
         let up = &self.upscaling;
         let (c1, c2) = (up.b1.len(), up.b2.len());
-        let mut u1: Vec<f32> = up.b1.iter().copied().cycle().take(tokens * 4 * c1).collect();
-        gemm(tokens, 4 * c1, self.dim, keys, self.dim, &up.w1, (4 * c1, 1), &mut u1, 4 * c1, true, 1.0);
+        let mut u1 = match keys_h {
+            Some(mut u1) => {
+                u1.chunks_exact_mut(c1).for_each(|px| add(px, &up.b1));
+                u1
+            }
+            None => {
+                let mut u1: Vec<f32> = up.b1.iter().copied().cycle().take(tokens * 4 * c1).collect();
+                gemm(tokens, 4 * c1, self.dim, keys, self.dim, &up.w1, (4 * c1, 1), &mut u1, 4 * c1, true, 1.0);
+                u1
+            }
+        };
         u1.chunks_exact_mut(c1).for_each(|px| {
             layer_norm(px, &up.ln.g, &up.ln.b, LN2D_EPS);
             gelu_slice(px);
@@ -788,11 +1109,13 @@ impl<'a> Projection<'a> {
     }
 }
 
-/// Token → image attention without projecting the image tokens `x` (`[tokens, C]`): with
-/// `K = x·W_k + pe_k` and `V = x·W_v + b_v`, head `h`'s scores are `(q_h·W_k,hᵀ)·xᵀ + q_h·pe_k,hᵀ`
-/// and its output `(P_h·x)·W_v,h + b_v,h` (the softmax rows sum to one). → `[nq, ci]`.
+/// Token → image attention without projecting the image tokens `x` (`[tokens, C]` of a band):
+/// with `K = x·W_k + pe_k` and `V = x·W_v + b_v`, head `h`'s scores are
+/// `(q_h·W_k,hᵀ)·xᵀ + q_h·pe_k,hᵀ` and its output `(P_h·x)·W_v,h + b_v,h` (the softmax rows sum
+/// to one). → the band's share of `P_h·x`, rows `h·nq + i` of width `C` ([`low_rank_output`]
+/// finishes the merged shares).
 #[allow(clippy::too_many_arguments)]
-fn attend_low_rank(nq: usize, x: &[f32], tokens: usize, c: usize, ci: usize, heads: usize, q: &[f32], k: Projection, v: Projection) -> Vec<f32> {
+fn low_rank_partial(nq: usize, x: &[f32], tokens: usize, c: usize, ci: usize, heads: usize, q: &[f32], k: Projection) -> AttentionPartial {
     let d = ci / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let rows = heads * nq;
@@ -805,9 +1128,16 @@ fn attend_low_rank(nq: usize, x: &[f32], tokens: usize, c: usize, ci: usize, hea
         gemm(nq, tokens, d, &q[o..], ci, &k.pe[o..], (1, k.stride), &mut scores[h * nq * tokens..], tokens, false, scale);
     }
     gemm(rows, tokens, c, &qk, c, x, (1, c), &mut scores, tokens, true, scale);
-    scores.chunks_exact_mut(tokens).for_each(softmax);
-    let mut px = vec![0f32; rows * c];
-    gemm(rows, c, tokens, &scores, tokens, x, (c, 1), &mut px, c, false, 1.0);
+    let (max, sum) = partial_softmax(&mut scores, tokens);
+    let mut values = vec![0f32; rows * c];
+    gemm(rows, c, tokens, &scores, tokens, x, (c, 1), &mut values, c, false, 1.0);
+    AttentionPartial { max, sum, values }
+}
+
+/// `P_h·x` (merged [`low_rank_partial`] shares, rows `h·nq + i`) through the value projection
+/// → `[nq, ci]`.
+fn low_rank_output(px: &[f32], nq: usize, c: usize, ci: usize, heads: usize, v: Projection) -> Vec<f32> {
+    let d = ci / heads;
     // The value bias is in `v.pe`'s every row: take the first.
     let mut out: Vec<f32> = v.pe[..ci].iter().copied().cycle().take(nq * ci).collect();
     for h in 0..heads {
@@ -827,6 +1157,7 @@ enum ImageQueries<'a> {
 
 /// Image → token cross attention, added to the image tokens `keys` (`[tokens, C]`) with the
 /// output projection's bias; `k`, `v` are the prompt tokens' keys and values (`[nt, ci]`).
+/// → the update without its bias as a product of two factors (for [`UpscaleFold`]).
 ///
 /// Each image token attends to few prompt tokens, so each head's attention output lies in the
 /// span of its `nt` value rows: when `heads·nt·C < heads·nt·d + ci·C` it is cheaper to push the
@@ -834,7 +1165,7 @@ enum ImageQueries<'a> {
 /// `scores_h · (v_h W_o,h)` straight into the tokens. With [`ImageQueries::LowRank`] the scores
 /// are `keys·(W_q,h·k_hᵀ) + pe_q,h·k_hᵀ`, for all heads in one product.
 #[allow(clippy::too_many_arguments)]
-fn image_to_token(keys: &mut [f32], tokens: usize, c: usize, q: ImageQueries, k: &[f32], v: &[f32], nt: usize, a: &Attn) {
+fn image_to_token<'a>(keys: &mut [f32], tokens: usize, c: usize, q: ImageQueries, k: &[f32], v: &[f32], nt: usize, a: &'a Attn) -> Factors<'a> {
     let ci = a.internal();
     let d = ci / a.heads;
     let scale = 1.0 / (d as f32).sqrt();
@@ -860,14 +1191,14 @@ fn image_to_token(keys: &mut [f32], tokens: usize, c: usize, q: ImageQueries, k:
     }
     scores.chunks_exact_mut(nt).for_each(softmax);
     add_rows(keys, &a.out.b);
-    let fold = a.heads * nt * c < a.heads * nt * d + ci * c;
-    if fold {
+    if values_first(a, nt, c) {
         let mut vwo = vec![0f32; cols * c];
         for h in 0..a.heads {
             let off = h * d;
             gemm(nt, c, d, &v[off..], ci, &a.out.w[off * c..], (c, 1), &mut vwo[h * nt * c..], c, false, 1.0);
         }
         gemm(tokens, c, cols, &scores, cols, &vwo, (c, 1), keys, c, true, 1.0);
+        Factors { left: scores, right: std::borrow::Cow::Owned(vwo), rank: cols }
     } else {
         let mut o = vec![0f32; tokens * ci];
         for h in 0..a.heads {
@@ -875,5 +1206,36 @@ fn image_to_token(keys: &mut [f32], tokens: usize, c: usize, q: ImageQueries, k:
             gemm(tokens, d, nt, &scores[h * nt..], cols, &v[off..], (ci, 1), &mut o[off..], ci, false, 1.0);
         }
         gemm(tokens, c, ci, &o, ci, &a.out.w, (c, 1), keys, c, true, 1.0);
+        Factors { left: o, right: std::borrow::Cow::Borrowed(&a.out.w), rank: ci }
     }
+}
+
+/// Whether [`image_to_token`] pushes the prompt values through the output projection first.
+fn values_first(a: &Attn, nt: usize, c: usize) -> bool {
+    let ci = a.internal();
+    a.heads * nt * c < a.heads * nt * (ci / a.heads) + ci * c
+}
+
+/// The rank of [`image_to_token`]'s update.
+fn update_rank(a: &Attn, nt: usize, c: usize) -> usize {
+    if values_first(a, nt, c) { a.heads * nt } else { a.internal() }
+}
+
+/// An update of the image tokens `left·right`: `[tokens, rank]·[rank, C]`.
+struct Factors<'a> {
+    left: Vec<f32>,
+    right: std::borrow::Cow<'a, [f32]>,
+    rank: usize,
+}
+
+/// Shards' bands of masks (`[M, rows_s, W]` each, in order) → `[M, Σ rows_s, W]`.
+pub fn join_bands(bands: &[&[f32]], masks: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bands.iter().map(|b| b.len()).sum());
+    for m in 0..masks {
+        for b in bands {
+            let plane = b.len() / masks.max(1);
+            out.extend_from_slice(&b[m * plane..(m + 1) * plane]);
+        }
+    }
+    out
 }

@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 pub use common::{LayerNorm2d, gelu};
-pub use cpu_decoder::{CpuDecoder, CpuDecoderOutput, DensePrompt, ImageContext, Projections};
+pub use cpu_decoder::{Alone, AttentionPartial, CpuDecoder, CpuDecoderOutput, DensePrompt, Exchange, ImageContext, Projections, join_bands};
 pub use config::{DecoderConfig, EncoderConfig, SamConfig, TinyVitConfig, Variant, VitConfig};
 pub use image_encoder_vit::ImageEncoderViT;
 pub use tiny_vit::TinyViT;
