@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use segany_model::{
-    CpuDecoder, DensePrompt, ImageContext, ImageEncoder, PIXEL_MEAN, PIXEL_STD, PointPrompt, SamConfig, SamDecoder, SamModel,
+    CpuDecoder, DensePrompt, Exchange, ImageContext, ImageEncoder, PIXEL_MEAN, PIXEL_STD, PointPrompt, SamConfig, SamDecoder, SamModel,
     Variant,
 };
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,9 @@ pub struct Predictor {
     /// The mask decoder as fused CPU code, on the CPU device (see `segany_model::cpu_decoder`);
     /// other devices run the burn modules.
     cpu: Option<CpuDecoder>,
+    /// `(index, count)`: which band of the embedding's grid rows this predictor's CPU decoder
+    /// works on ([`Predictor::set_shard`]); `(0, 1)` is all of them.
+    shard: (usize, usize),
     embedding: Option<ImageEmbedding>,
 }
 
@@ -204,7 +207,36 @@ impl Predictor {
         let SamModel { encoder, decoder, config, variant, encoder_digest } = model;
         let dense_pe = decoder.prompt_encoder.dense_pe();
         let cpu = (device == Device::flex()).then(|| CpuDecoder::new(&decoder, &dense_pe));
-        Self { encoder, decoder, config, variant, encoder_digest, device, dense_pe, cpu, embedding: None }
+        Self { encoder, decoder, config, variant, encoder_digest, device, dense_pe, cpu, shard: (0, 1), embedding: None }
+    }
+
+    /// Makes this predictor shard `index` of `count` of a sharded decoder (see
+    /// [`Predictor::decode_shard`]; the page runs one per worker): its per-image work covers its
+    /// band of grid rows only. `(0, 1)` undoes it. Only on the CPU device, for 1 ≤ `count` ≤ the
+    /// grid's rows.
+    pub fn set_shard(&mut self, index: usize, count: usize) -> Result<(), String> {
+        let rows = self.config.embedding_size();
+        if self.cpu.is_none() {
+            return Err("only the CPU decoder can be sharded".into());
+        }
+        if count == 0 || index >= count || count > rows {
+            return Err(format!("no shard {index} of {count} over {rows} grid rows"));
+        }
+        if self.shard == (index, count) {
+            return Ok(());
+        }
+        self.shard = (index, count);
+        if let Some(e) = self.embedding.take() {
+            let fresh = ImageEmbedding::new(e.tensor, e.meta);
+            self.prepare(&fresh);
+            self.embedding = Some(fresh);
+        }
+        Ok(())
+    }
+
+    /// `(index, count)` of this predictor's shard.
+    pub fn shard(&self) -> (usize, usize) {
+        self.shard
     }
 
     pub fn config(&self) -> &SamConfig {
@@ -282,9 +314,11 @@ impl Predictor {
 
     /// Does the decoder's per-image work for `emb` now rather than on its first prediction (the
     /// current image's is done when it is set, before the first click). `None` off the CPU.
+    /// A sharded predictor's context covers its band only.
     pub fn prepare<'a>(&self, emb: &'a ImageEmbedding) -> Option<&'a ImageContext> {
         let cpu = self.cpu.as_ref()?;
-        Some(emb.prepared.get_or_init(|| cpu.prepare(&emb.to_vec())))
+        let (index, count) = self.shard;
+        Some(emb.prepared.get_or_init(|| cpu.prepare_rows(&emb.to_vec(), cpu.band(index, count))))
     }
 
     /// An embedding from its values `[1, C, 64, 64]` row-major, checked to fit this model (see
@@ -394,9 +428,51 @@ impl Predictor {
     /// embeddings themselves.
     pub fn predict_with(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<Prediction, PredictError> {
         self.check_embedding(&emb.meta, emb.dims().iter().product())?;
-        let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
-        self.validate(prompt, original_size)?;
+        self.validate(prompt, emb.meta.original_size)?;
         let (low_res_logits, iou_predictions) = self.decode(emb, prompt)?;
+        Ok(self.postprocess(emb, low_res_logits, iou_predictions))
+    }
+
+    /// The prediction of a sharded decode on the current image: the low-resolution logits
+    /// `[N, 256, 256]` joined from every shard's band ([`segany_model::join_bands`]) and the IoU
+    /// predictions, upscaled to masks as [`Predictor::predict`] does.
+    pub fn prediction_from_logits(&self, low_res_logits: Vec<f32>, iou_predictions: Vec<f32>) -> Result<Prediction, PredictError> {
+        let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
+        assert_eq!(low_res_logits.len(), iou_predictions.len() * LOW_RES * LOW_RES, "one low-resolution plane per IoU prediction");
+        Ok(self.postprocess(emb, low_res_logits, iou_predictions))
+    }
+
+    /// This shard's part of a prediction on the current image: its band of the low-resolution
+    /// logits (`[N, rows, 256]`) and the IoU predictions. Every shard (see
+    /// [`Predictor::set_shard`]) decodes the same prompt with exchanges that connect them.
+    pub async fn decode_shard(&self, prompt: &Prompt, exchange: &mut impl Exchange) -> Result<(Vec<f32>, Vec<f32>), PredictError> {
+        let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
+        self.check_embedding(&emb.meta, emb.dims().iter().product())?;
+        self.validate(prompt, emb.meta.original_size)?;
+        let (Some(cpu), Some(ctx)) = (&self.cpu, self.prepare(emb)) else {
+            // Off the CPU a predictor is its only shard (`set_shard` refuses otherwise).
+            return self.decode(emb, prompt);
+        };
+        let (sparse, dense, range) = self.cpu_prompt(cpu, prompt, emb.meta.original_size);
+        let out = cpu.decode_shard(ctx, &sparse, dense, range, exchange).await;
+        Ok((out.masks, out.iou_pred))
+    }
+
+    /// The CPU decoder's inputs for a validated prompt: the sparse embeddings, the mask prompt
+    /// and the mask tokens wanted.
+    fn cpu_prompt<'a>(&self, cpu: &CpuDecoder, prompt: &'a Prompt, original_size: [usize; 2]) -> (Vec<f32>, DensePrompt<'a>, std::ops::Range<usize>) {
+        let (points, boxes) = self.sparse_prompt(prompt, original_size);
+        let sparse = self.decoder.prompt_encoder.sparse(points, boxes, 1);
+        let sparse: Vec<f32> = sparse.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 sparse");
+        // The mask prompt goes to the CPU decoder as the slice it is, not as a tensor.
+        let dense = prompt.mask_input.as_deref().map_or(DensePrompt::NoMask, DensePrompt::Mask);
+        let n = cpu.num_mask_tokens();
+        (sparse, dense, if prompt.multimask { 1..n } else { 0..1 })
+    }
+
+    /// Low-resolution logits → the prediction at the original size.
+    fn postprocess(&self, emb: &ImageEmbedding, low_res_logits: Vec<f32>, iou_predictions: Vec<f32>) -> Prediction {
+        let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
         let n = iou_predictions.len();
         let [oh, ow] = original_size;
         let upscaler = MaskUpscaler::new([LOW_RES, LOW_RES], self.config.image_size, input_size, original_size);
@@ -413,7 +489,7 @@ impl Predictor {
         });
         #[cfg(target_family = "wasm")]
         planes.into_iter().zip(outs).for_each(|(plane, out)| upscaler.mask_into(plane, out));
-        Ok(Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size })
+        Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size }
     }
 
     /// The decoder's low-resolution logits `[N, 256, 256]` and IoU predictions `[N]` for one
@@ -421,13 +497,15 @@ impl Predictor {
     fn decode(&self, emb: &ImageEmbedding, prompt: &Prompt) -> Result<(Vec<f32>, Vec<f32>), PredictError> {
         let original_size = emb.meta.original_size;
         if let (Some(cpu), Some(ctx)) = (&self.cpu, self.prepare(emb)) {
-            // The mask prompt goes to the CPU decoder as the slice it is, not as a tensor.
-            let (points, boxes) = self.sparse_prompt(prompt, original_size);
-            let sparse = self.decoder.prompt_encoder.sparse(points, boxes, 1);
-            let sparse: Vec<f32> = sparse.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 sparse");
-            let dense = prompt.mask_input.as_deref().map_or(DensePrompt::NoMask, DensePrompt::Mask);
-            let n = cpu.num_mask_tokens();
-            let range = if prompt.multimask { 1..n } else { 0..1 };
+            let (sparse, dense, range) = self.cpu_prompt(cpu, prompt, original_size);
+            // A shard's own context covers its band: alone, it needs all of them.
+            let whole;
+            let ctx = if self.shard.1 == 1 {
+                ctx
+            } else {
+                whole = cpu.prepare(&emb.to_vec());
+                &whole
+            };
             let out = cpu.decode(ctx, &sparse, dense, range);
             return Ok((out.masks, out.iou_pred));
         }

@@ -10,6 +10,7 @@ pub mod encoder;
 pub use encoder::{EncoderSession, webgpu_device};
 
 pub use burn::tensor::Device;
+pub use segany_model::{AttentionPartial, Exchange};
 use segany_model::SamConfig;
 use segany_predict::wire::{self, WireHeader};
 use segany_predict::{Prediction, Predictor, Prompt};
@@ -61,6 +62,39 @@ impl DecoderSession {
     pub fn predict(&self, prompt: &Prompt) -> Result<Prediction, String> {
         self.predictor.predict(prompt).map_err(|e| e.to_string())
     }
+
+    /// Makes this session shard `index` of `count` of a decoder split over workers (see
+    /// `segany_model::cpu_decoder`); `(0, 1)` makes it whole again.
+    pub fn set_shard(&mut self, index: usize, count: usize) -> Result<(), String> {
+        self.predictor.set_shard(index, count)
+    }
+
+    /// This shard's band of the low-resolution logits and the IoU predictions for `prompt`;
+    /// every shard decodes the same prompt, connected by `exchange`.
+    pub async fn decode_shard(&self, prompt: &Prompt, exchange: &mut impl Exchange) -> Result<(Vec<f32>, Vec<f32>), String> {
+        self.predictor.decode_shard(prompt, exchange).await.map_err(|e| e.to_string())
+    }
+
+    /// The prediction from the shards' bands, joined in shard order.
+    pub fn prediction_from_bands(&self, bands: &[&[f32]], iou_predictions: Vec<f32>) -> Result<Prediction, String> {
+        let logits = segany_model::join_bands(bands, iou_predictions.len());
+        self.predictor.prediction_from_logits(logits, iou_predictions).map_err(|e| e.to_string())
+    }
+}
+
+/// A shard's attention share as a JS object `{max, sum, values}` (Float32Arrays).
+pub fn partial_to_js(p: &AttentionPartial) -> js_sys::Object {
+    let o = js_sys::Object::new();
+    for (k, v) in [("max", &p.max), ("sum", &p.sum), ("values", &p.values)] {
+        js_sys::Reflect::set(&o, &k.into(), &js_sys::Float32Array::from(&v[..])).expect("plain object");
+    }
+    o
+}
+
+/// [`partial_to_js`] back, or `None` when `value` is not one.
+pub fn partial_from_js(value: &JsValue) -> Option<AttentionPartial> {
+    let field = |k: &str| js_sys::Reflect::get(value, &k.into()).ok()?.dyn_into::<js_sys::Float32Array>().ok().map(|a| a.to_vec());
+    Some(AttentionPartial { max: field("max")?, sum: field("sum")?, values: field("values")? })
 }
 
 /// A prompt from a JS object `{points: [{x, y, label}], box: [x0, y0, x1, y1], multimask,

@@ -7,7 +7,8 @@ use segany_model::SamConfig;
 use segany_predict::npy::from_npy;
 use segany_predict::wire::{self, Dtype, WireHeader};
 use segany_predict::{EmbeddingMeta, Point, Predictor, Prompt, decode_image};
-use segany_wasm::{Decoder, DecoderSession};
+use segany_wasm::{AttentionPartial, Decoder, DecoderSession, Exchange};
+use std::future::Future;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
@@ -131,6 +132,68 @@ fn decoder_from_a_wire_embedding_matches_the_reference_for_every_prompt_kind() {
     session.set_embedding_bytes(&bytes).unwrap();
     for case in cases() {
         check_case(|p| session.predict(p).unwrap(), &case);
+    }
+}
+
+/// Two shards' exchanges in one thread: each posts its share of a round and waits for the other's.
+struct Board(std::rc::Rc<std::cell::RefCell<Vec<[Option<AttentionPartial>; 2]>>>, usize, usize);
+
+impl Exchange for Board {
+    fn exchange(&mut self, mine: AttentionPartial) -> impl std::future::Future<Output = Vec<AttentionPartial>> {
+        let (board, shard, round) = (self.0.clone(), self.1, self.2);
+        self.2 += 1;
+        {
+            let mut b = board.borrow_mut();
+            if b.len() <= round {
+                b.push([None, None]);
+            }
+            b[round][shard] = Some(mine);
+        }
+        std::future::poll_fn(move |_| match &board.borrow()[round] {
+            [Some(a), Some(b)] => std::task::Poll::Ready(vec![a.clone(), b.clone()]),
+            _ => std::task::Poll::Pending,
+        })
+    }
+}
+
+/// The page's two decoder workers, in one: two sessions, each shard of a band of grid rows,
+/// exchange attention shares; their joined bands give the reference's prediction.
+#[wasm_bindgen_test]
+fn two_decoder_shards_together_match_the_reference_for_every_prompt_kind() {
+    let model = segany_weights::load_bytes(WEIGHTS.to_vec(), Some(&config()), None, &burn::tensor::Device::flex()).unwrap();
+    let bytes = reference_embedding_bytes(&Predictor::new(model, burn::tensor::Device::flex()), Dtype::F32);
+    let sessions: Vec<DecoderSession> = (0..2)
+        .map(|i| {
+            let mut s = DecoderSession::from_weights_with_config(WEIGHTS.to_vec(), Some(config())).unwrap();
+            s.set_embedding_bytes(&bytes).unwrap();
+            s.set_shard(i, 2).unwrap();
+            s
+        })
+        .collect();
+    for case in cases() {
+        check_case(
+            |prompt| {
+                let board = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+                let mut ex = [Board(board.clone(), 0, 0), Board(board, 1, 0)];
+                let [e0, e1] = &mut ex;
+                let mut f0 = std::pin::pin!(sessions[0].decode_shard(prompt, e0));
+                let mut f1 = std::pin::pin!(sessions[1].decode_shard(prompt, e1));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let (mut r0, mut r1) = (None, None);
+                for _turn in 0..8 {
+                    if r0.is_none() && let std::task::Poll::Ready(r) = f0.as_mut().poll(&mut cx) {
+                        r0 = Some(r.unwrap());
+                    }
+                    if r1.is_none() && let std::task::Poll::Ready(r) = f1.as_mut().poll(&mut cx) {
+                        r1 = Some(r.unwrap());
+                    }
+                }
+                let ((m0, iou0), (m1, iou1)) = (r0.expect("shard 0 finished"), r1.expect("shard 1 finished"));
+                assert_eq!(iou0, iou1, "both shards predict the same IoU");
+                sessions[0].prediction_from_bands(&[&m0, &m1], iou0).unwrap()
+            },
+            &case,
+        );
     }
 }
 
