@@ -207,3 +207,70 @@ describe('the page', () => {
     assert.deepEqual(errors, []);
   });
 });
+
+/** A 0/1 mask from paintedLayer's run lengths. */
+function bitmap({ runs }) {
+  const out = [];
+  runs.forEach((n, i) => { for (let k = 0; k < n; k++) out.push(i % 2); });
+  return out;
+}
+
+describe('the decoder worker with its helper', () => {
+  let server, browser;
+  const errors = [];
+
+  before(async () => {
+    server = await startServer();
+    browser = await launch();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  /** Opens the page at `query`, clicks, Shift+clicks → the masks, scores and worker counts. */
+  async function session(query) {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await page.goto(`${server.url}/${query}`);
+    await page.waitForFunction(() => /Decoder ready/.test(document.querySelector('[data-sg=status]').textContent), null, { timeout: 60_000 });
+    await page.setInputFiles('[data-sg=file]', IMAGE);
+    await settled(page);
+    const steps = [];
+    for (const [fx, fy, shift] of [[0.4, 0.5, false], [0.75, 0.3, true], [0.3, 0.6, false]]) {
+      const p = await at(page, fx, fy);
+      if (shift) await page.keyboard.down('Shift');
+      await page.mouse.click(p.x, p.y);
+      if (shift) await page.keyboard.up('Shift');
+      await settled(page);
+      steps.push({
+        mask: bitmap(await painted(page, 'mask')),
+        scores: (await page.locator('.sg-candidate .sg-score').allTextContents()).map((s) => Number(s.replace(/^IoU\s*/, ''))),
+        workers: await app(page).getAttribute('data-decode-workers'),
+      });
+      await page.mouse.move(0, 0); // off the canvas: no hover decode
+    }
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    await page.close();
+    return { steps, cores };
+  }
+
+  it('gives the masks and scores the worker alone gives', async () => {
+    const { steps: shared, cores } = await session('');
+    const { steps: alone } = await session('?decoder_workers=1');
+    for (const [i, [a, b]] of shared.map((s, i) => [s, alone[i]]).entries()) {
+      // A helper only where there is a second core to run it.
+      assert.equal(a.workers, cores >= 2 ? '2' : '1', `click ${i}: decoded by the worker and its helper`);
+      assert.equal(b.workers, '1', `click ${i}: decoded by the worker alone`);
+      const differ = a.mask.reduce((n, v, k) => n + (v !== b.mask[k]), 0);
+      const area = a.mask.reduce((n, v) => n + v, 0);
+      assert.ok(area > 0, `click ${i}: a mask`);
+      // Float sums in another order may flip a pixel whose logit is within rounding of 0.
+      assert.ok(differ <= Math.max(2, area / 1000), `click ${i}: ${differ} of ${area} mask pixels differ`);
+      a.scores.forEach((s, k) => assert.ok(Math.abs(s - b.scores[k]) <= 0.002, `click ${i} score ${k}: ${s} vs ${b.scores[k]}`));
+    }
+    assert.deepEqual(errors, []);
+  });
+});

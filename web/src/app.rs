@@ -1353,8 +1353,11 @@ impl App {
                     match prediction_from_js(&get(&data, "prediction")) {
                         Ok(p) => {
                             let ms = get(&data, "ms").as_f64().unwrap_or(0.0);
-                            self.ui.decode.set_text_content(Some(&format!("Decode: {ms:.0} ms")));
+                            let workers = get(&data, "workers").as_f64().unwrap_or(1.0);
+                            let on = if workers > 1.0 { format!(" · {workers} workers") } else { String::new() };
+                            self.ui.decode.set_text_content(Some(&format!("Decode: {ms:.0} ms{on}")));
                             self.ui.app.set_attribute("data-decode-ms", &format!("{ms:.3}")).ok();
+                            self.ui.app.set_attribute("data-decode-workers", &workers.to_string()).ok();
                             match job {
                                 Job::Edit(revision) => {
                                     if let Some(s) = &mut self.session {

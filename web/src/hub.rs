@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use js_sys::Array;
 use wasm_bindgen::prelude::*;
-use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker};
+use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker, WorkerOptions};
 
 use crate::protocol::{get, kind, message};
 
@@ -91,7 +91,17 @@ fn spawn_worker(assets: &str, role: Role) -> Result<Channel, JsValue> {
     options.set_type("text/javascript");
     let blob = Blob::new_with_str_sequence_and_options(&Array::of1(&source.into()), &options)?;
     let url = Url::create_object_url_with_blob(&blob)?;
-    let worker = Worker::new(&url)?;
+    // `?decoder_workers=1` on the page's address: the decoder works without its helper (to
+    // measure what the second worker brings; see the decoder worker).
+    let alone = role == Role::Decoder
+        && web_sys::window()
+            .and_then(|w| w.location().search().ok())
+            .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
+            .and_then(|p| p.get("decoder_workers"))
+            .is_some_and(|n| n == "1");
+    let options = WorkerOptions::new();
+    options.set_name(if alone { "segany-decoder-alone" } else { role.name() });
+    let worker = Worker::new_with_options(&url, &options)?;
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| dispatch(role, e.data()));
     worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();

@@ -7,7 +7,7 @@
 //! page → worker: `{kind: "weights", key, bytes}`, `{kind: "embedding", client, key, bytes}`,
 //! `{kind: "decode", client, id, prompt}`, `{kind: "release", client}`.
 //! worker → page: `{kind: "ready"}`, `{kind: "weights_loaded", key, digest, ms}`,
-//! `{kind: "embedding_set", client, header}`, `{kind: "decoded", client, id, ms, prediction}`,
+//! `{kind: "embedding_set", client, header}`, `{kind: "decoded", client, id, ms, workers, prediction}`,
 //! `{kind: "error", client?, key?, id?, stage, message}`.
 
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
