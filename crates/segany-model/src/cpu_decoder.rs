@@ -28,6 +28,10 @@
 //!   change per click only by the low-rank image→token updates ([`UpscaleFold`]): the image's
 //!   share is made once per image, and a click pays for the updates' few columns.
 //!
+//! - **Final attention**: it updates each prompt token on its own, and only the IoU token and
+//!   the requested mask tokens are read afterwards, so only those query it (4 of `5 + points`
+//!   for three masks), which keeps it low-rank for prompts of any length.
+//!
 //! - **Sharded** ([`CpuDecoder::decode_shard`]): the image tokens split into bands of grid rows,
 //!   one per shard (the page runs two wasm workers). Everything on the image side is row-local
 //!   except the three token→image attentions, whose softmax runs over all image tokens: each
@@ -982,24 +986,30 @@ impl CpuDecoder {
             }
         }
 
+        // The final attention changes each query on its own, and only the IoU token and the
+        // wanted mask tokens are read after it: the other queries are left out (for long
+        // prompts that makes it low-rank too).
+        let keep: Vec<usize> = std::iter::once(0).chain(masks.clone().map(|m| 1 + m)).collect();
+        let pick = |x: &[f32]| -> Vec<f32> { keep.iter().flat_map(|&r| &x[r * c..(r + 1) * c]).copied().collect() };
+        let (mut queries, nq) = (pick(&queries), keep.len());
         let fa = &self.final_attn;
         let ci = fa.internal();
-        let q = fa.q.forward(&sum(&queries, &query_pe), nt);
+        let q = fa.q.forward(&sum(&queries, &pick(&query_pe)), nq);
         let final_pe = band_pe(&self.final_pe);
-        let o = if self.low_rank(fa.heads, nt, ci) {
+        let o = if self.low_rank(fa.heads, nq, ci) {
             let (k, v) = (Projection::new(&self.final_w, 0, 2 * ci, final_pe), Projection::new(&self.final_w, ci, 2 * ci, final_pe));
-            let share = low_rank_partial(nt, &keys, tokens, c, ci, fa.heads, &q, k);
-            low_rank_output(&AttentionPartial::merge(&exchange.exchange(share).await), nt, c, ci, fa.heads, v)
+            let share = low_rank_partial(nq, &keys, tokens, c, ci, fa.heads, &q, k);
+            low_rank_output(&AttentionPartial::merge(&exchange.exchange(share).await), nq, c, ci, fa.heads, v)
         } else {
             let mut g = final_pe.to_vec();
             gemm(tokens, 2 * ci, c, &keys, c, &self.final_w, (2 * ci, 1), &mut g, 2 * ci, true, 1.0);
-            let share = attend_partial(nt, tokens, ci, fa.heads, &q, (&g, 2 * ci), (&g[ci..], 2 * ci));
-            heads_to_columns(&AttentionPartial::merge(&exchange.exchange(share).await), nt, fa.heads)
+            let share = attend_partial(nq, tokens, ci, fa.heads, &q, (&g, 2 * ci), (&g[ci..], 2 * ci));
+            heads_to_columns(&AttentionPartial::merge(&exchange.exchange(share).await), nq, fa.heads)
         };
-        add(&mut queries, &fa.out.forward(&o, nt));
+        add(&mut queries, &fa.out.forward(&o, nq));
         self.norm_final.rows(&mut queries);
 
-        let hyper: Vec<Vec<f32>> = masks.clone().map(|m| self.hypernetworks[m].forward(&queries[(1 + m) * c..(2 + m) * c], 1)).collect();
+        let hyper: Vec<Vec<f32>> = masks.clone().enumerate().map(|(i, m)| self.hypernetworks[m].forward(&queries[(1 + i) * c..(2 + i) * c], 1)).collect();
         let iou_all = self.iou_head.forward(&queries[..c], 1);
         let masks_out = self.upscale_masks(&keys, keys_h, ctx.rows.len(), &hyper);
         CpuDecoderOutput { masks: masks_out, iou_pred: iou_all[masks].to_vec() }
