@@ -390,6 +390,6 @@ mod tests {
         s.undo();
         s.undo();
         assert_eq!(s.objects()[0].name, "car");
-        assert!(s.cancel() == false, "no draft to cancel");
+        assert!(!s.cancel(), "no draft to cancel");
     }
 }

@@ -20,7 +20,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
 use std::rc::Rc;
 
 use js_sys::{Array, Float32Array, Function, Promise, Uint8Array};
@@ -273,31 +272,33 @@ struct PeerExchange<'a> {
 }
 
 impl Exchange for PeerExchange<'_> {
-    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Vec<AttentionPartial>> {
-        async move {
-            if self.broken {
-                return vec![mine];
-            }
-            let msg = partial_to_js(&mine);
-            js_sys::Reflect::set(&msg, &"kind".into(), &"partial".into()).expect("plain object");
-            js_sys::Reflect::set(&msg, &"id".into(), &self.id.into()).expect("plain object");
-            let transfer = Array::new();
-            for k in ["max", "sum", "values"] {
-                transfer.push(&get(&get(&msg, k), "buffer"));
-            }
-            (self.post)(&msg, &transfer);
-            match partial_from_js(&self.inbox.take(self.id).await) {
-                Some(theirs) if self.index == 0 => vec![mine, theirs],
-                Some(theirs) => vec![theirs, mine],
-                None => {
-                    self.broken = true;
-                    vec![mine]
-                }
+    async fn exchange(&mut self, mine: AttentionPartial) -> Vec<AttentionPartial> {
+        if self.broken {
+            return vec![mine];
+        }
+        let msg = partial_to_js(&mine);
+        js_sys::Reflect::set(&msg, &"kind".into(), &"partial".into()).expect("plain object");
+        js_sys::Reflect::set(&msg, &"id".into(), &self.id.into()).expect("plain object");
+        let transfer = Array::new();
+        for k in ["max", "sum", "values"] {
+            transfer.push(&get(&get(&msg, k), "buffer"));
+        }
+        (self.post)(&msg, &transfer);
+        match partial_from_js(&self.inbox.take(self.id).await) {
+            Some(theirs) if self.index == 0 => vec![mine, theirs],
+            Some(theirs) => vec![theirs, mine],
+            None => {
+                self.broken = true;
+                vec![mine]
             }
         }
     }
 }
 
+// The state stays borrowed while a decode awaits its exchanges: nothing else borrows it then,
+// since messages are handled one at a time (`pump`) and those that arrive meanwhile only reach
+// the mailboxes and the helper's fields.
+#[allow(clippy::await_holding_refcell_ref)]
 async fn handle(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
     let scope = &ctx.scope;
     match kind(data).as_str() {
@@ -389,6 +390,7 @@ async fn handle(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
 }
 
 /// A page's decode: with the helper when it holds this model's weights, alone otherwise.
+#[allow(clippy::await_holding_refcell_ref)] // as in `handle`
 async fn decode(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
     let scope = &ctx.scope;
     let client = client(data)?;

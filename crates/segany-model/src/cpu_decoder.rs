@@ -343,7 +343,7 @@ impl AttentionPartial {
     pub fn merge(parts: &[AttentionPartial]) -> Vec<f32> {
         let first = parts.first().expect("at least one shard");
         let rows = first.max.len();
-        let width = if rows == 0 { 0 } else { first.values.len() / rows };
+        let width = first.values.len().checked_div(rows).unwrap_or(0);
         for p in parts {
             assert!(p.max.len() == rows && p.sum.len() == rows && p.values.len() == rows * width, "attention shares of one shape");
         }
@@ -877,7 +877,7 @@ impl CpuDecoder {
             &pe[t0 * n..(t0 + tokens) * n]
         }
         let band_pe = |pe| rows_of(pe, all, t0, tokens);
-        assert!(sparse.len() % c == 0, "sparse embeddings are rows of C values");
+        assert!(sparse.len().is_multiple_of(c), "sparse embeddings are rows of C values");
         assert!(masks.end <= self.num_mask_tokens(), "no such mask token");
         let query_pe: Vec<f32> = self.output_tokens.iter().chain(sparse).copied().collect();
         let nt = query_pe.len() / c;

@@ -21,7 +21,7 @@ pub struct Attention {
 impl Attention {
     pub fn new(dim: usize, num_heads: usize, downsample_rate: usize, device: &Device) -> Self {
         let internal = dim / downsample_rate;
-        assert!(internal % num_heads == 0, "num_heads must divide the internal dimension");
+        assert!(internal.is_multiple_of(num_heads), "num_heads must divide the internal dimension");
         Self {
             q_proj: linear(dim, internal, true, device),
             k_proj: linear(dim, internal, true, device),

@@ -253,7 +253,7 @@ mod tests {
                 let m: Vec<u8> = (0..h * w)
                     .map(|_| {
                         state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                        ((state >> 16) % density == 0) as u8
+                        (state >> 16).is_multiple_of(density) as u8
                     })
                     .collect();
                 let p = polygons(&m, [h, w]);
