@@ -115,17 +115,23 @@ fn gemm(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b
     }
 }
 
-/// Softmax of one row in place. Reductions run in LANES partial results so that they vectorise.
-fn softmax(row: &mut [f32]) {
+/// The largest value of a row, in LANES partial results so that it vectorises.
+fn row_max(row: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut m = [f32::NEG_INFINITY; LANES];
-    let chunks = row.len() / LANES * LANES;
-    for chunk in row[..chunks].chunks_exact(LANES) {
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
         for l in 0..LANES {
             m[l] = if chunk[l] > m[l] { chunk[l] } else { m[l] };
         }
     }
-    let max = row[chunks..].iter().chain(&m).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    rest.iter().chain(&m).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// Softmax of one row in place.
+fn softmax(row: &mut [f32]) {
+    let max = row_max(row);
     let total = exp_sub_sum(row, max);
     let inv = 1.0 / total;
     row.iter_mut().for_each(|v| *v *= inv);
@@ -321,7 +327,7 @@ fn partial_softmax(scores: &mut [f32], tokens: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = scores.len() / tokens;
     let (mut max, mut sum) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
     for row in scores.chunks_exact_mut(tokens) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        let m = row_max(row);
         sum.push(exp_sub_sum(row, m));
         max.push(m);
     }
