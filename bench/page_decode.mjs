@@ -14,7 +14,9 @@
 //   objects — a labeling session: objects of 1–5 clicks each (Esc starts the next object, no mask
 //             input on its first click), so prompts hold 1–5 points;
 //   long    — one object refined click after click, prompts growing to warmup + clicks points.
-// The page runs twice: as users get it (the decoder worker with its helper on 2+ cores) and with
+// The page runs three times: as users get it (the decoder worker with its helper on 2+ cores, in
+// its relaxed-SIMD build where the browser has relaxed SIMD, as this Chromium has), with
+// `?decoder_simd=plain` (the build browsers without relaxed SIMD get), and with
 // `?decoder_workers=1` (the worker alone).
 // The page's figure is the worker's own timing of one decode (data-decode-ms), from prompt to
 // masks at image size; onnxruntime-web's is session.run on the same inputs.
@@ -138,6 +140,7 @@ const browser = await launch();
 try {
   const version = browser.version();
   const ours = await ourPage(browser, segany.url);
+  const plain = await ourPage(browser, `${segany.url}/?decoder_simd=plain`);
   const alone = await ourPage(browser, `${segany.url}/?decoder_workers=1`);
   const ort1 = await ortPage(browser, ort.url, ours.size, 1);
   const ort2 = await ortPage(browser, ort.url, ours.size, 2);
@@ -154,6 +157,7 @@ try {
   for (const s of Object.keys(SCENARIOS)) {
     const e = {
       segany_page_ms: median(ours.times[s]), segany_page_runs_ms: ours.times[s],
+      segany_page_plain_simd_ms: median(plain.times[s]), segany_page_plain_simd_runs_ms: plain.times[s],
       segany_page_1_worker_ms: median(alone.times[s]), segany_page_1_worker_runs_ms: alone.times[s],
       ort_web_1t_ms: median(ort1.times[s]), ort_web_1t_runs_ms: ort1.times[s],
       ort_web_2t_ms: median(ort2.times[s]), ort_web_2t_runs_ms: ort2.times[s],
@@ -161,6 +165,8 @@ try {
     e.ratio_vs_ort_1t = e.segany_page_ms / e.ort_web_1t_ms;
     e.ratio_vs_ort_2t = e.segany_page_ms / e.ort_web_2t_ms;
     e.ratio_vs_1_worker = e.segany_page_ms / e.segany_page_1_worker_ms;
+    e.ratio_vs_plain_simd = e.segany_page_ms / e.segany_page_plain_simd_ms;
+    e.plain_simd_ratio_vs_ort_1t = e.segany_page_plain_simd_ms / e.ort_web_1t_ms;
     r.scenarios[s] = e;
   }
   const dir = path.join(ROOT, 'bench/results');
@@ -172,6 +178,7 @@ try {
   console.log(`| decoder, per click (median of ${CLICKS}, ${ours.size[1]}×${ours.size[0]} image) | objects of 1–${PER_OBJECT} clicks, ms | segany ÷ this | one object, ${WARMUP + 1}–${WARMUP + CLICKS} points, ms | segany ÷ this |`);
   console.log('|---|---:|---:|---:|---:|');
   console.log(`| segany page (wasm, decoder worker + helper: 2 threads) | ${f(o.segany_page_ms)} | 1.00 | ${f(l.segany_page_ms)} | 1.00 |`);
+  console.log(`| segany page, plain SIMD build (?decoder_simd=plain, 2 threads) | ${f(o.segany_page_plain_simd_ms)} | ${o.ratio_vs_plain_simd.toFixed(2)} | ${f(l.segany_page_plain_simd_ms)} | ${l.ratio_vs_plain_simd.toFixed(2)} |`);
   console.log(`| segany page, decoder worker alone (?decoder_workers=1: 1 thread) | ${f(o.segany_page_1_worker_ms)} | ${o.ratio_vs_1_worker.toFixed(2)} | ${f(l.segany_page_1_worker_ms)} | ${l.ratio_vs_1_worker.toFixed(2)} |`);
   console.log(`| onnxruntime-web ${ortVersion} wasm, 1 thread | ${f(o.ort_web_1t_ms)} | ${o.ratio_vs_ort_1t.toFixed(2)} | ${f(l.ort_web_1t_ms)} | ${l.ratio_vs_ort_1t.toFixed(2)} |`);
   console.log(`| onnxruntime-web ${ortVersion} wasm, 2 threads${ort2.isolated ? '' : ' (not isolated: 1)'} | ${f(o.ort_web_2t_ms)} | ${o.ratio_vs_ort_2t.toFixed(2)} | ${f(l.ort_web_2t_ms)} | ${l.ratio_vs_ort_2t.toFixed(2)} |`);

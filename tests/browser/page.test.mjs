@@ -234,6 +234,8 @@ describe('the decoder worker with its helper', () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
     page.on('pageerror', (e) => errors.push(e.message));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    const wasm = [];
+    page.on('request', (r) => { if (r.url().endsWith('.wasm')) wasm.push(new URL(r.url()).pathname.slice(1)); });
     await page.goto(`${server.url}/${query}`);
     await page.waitForFunction(() => /Decoder ready/.test(document.querySelector('[data-sg=status]').textContent), null, { timeout: 60_000 });
     await page.setInputFiles('[data-sg=file]', IMAGE);
@@ -254,7 +256,19 @@ describe('the decoder worker with its helper', () => {
     }
     const cores = await page.evaluate(() => navigator.hardwareConcurrency);
     await page.close();
-    return { steps, cores };
+    return { steps, cores, wasm };
+  }
+
+  /** Whether two sessions' masks and scores agree, up to pixels within rounding of the threshold. */
+  function assertSameMasks(steps, others, what) {
+    for (const [i, [a, b]] of steps.map((s, i) => [s, others[i]]).entries()) {
+      const differ = a.mask.reduce((n, v, k) => n + (v !== b.mask[k]), 0);
+      const area = a.mask.reduce((n, v) => n + v, 0);
+      assert.ok(area > 0, `click ${i}: a mask`);
+      // Float sums in another order may flip a pixel whose logit is within rounding of 0.
+      assert.ok(differ <= Math.max(2, area / 1000), `${what}, click ${i}: ${differ} of ${area} mask pixels differ`);
+      a.scores.forEach((s, k) => assert.ok(Math.abs(s - b.scores[k]) <= 0.002, `${what}, click ${i} score ${k}: ${s} vs ${b.scores[k]}`));
+    }
   }
 
   it('gives the masks and scores the worker alone gives', async () => {
@@ -264,13 +278,20 @@ describe('the decoder worker with its helper', () => {
       // A helper only where there is a second core to run it.
       assert.equal(a.workers, cores >= 2 ? '2' : '1', `click ${i}: decoded by the worker and its helper`);
       assert.equal(b.workers, '1', `click ${i}: decoded by the worker alone`);
-      const differ = a.mask.reduce((n, v, k) => n + (v !== b.mask[k]), 0);
-      const area = a.mask.reduce((n, v) => n + v, 0);
-      assert.ok(area > 0, `click ${i}: a mask`);
-      // Float sums in another order may flip a pixel whose logit is within rounding of 0.
-      assert.ok(differ <= Math.max(2, area / 1000), `click ${i}: ${differ} of ${area} mask pixels differ`);
-      a.scores.forEach((s, k) => assert.ok(Math.abs(s - b.scores[k]) <= 0.002, `click ${i} score ${k}: ${s} vs ${b.scores[k]}`));
     }
+    assertSameMasks(shared, alone, 'with and without the helper');
+    assert.deepEqual(errors, []);
+  });
+
+  it('runs the relaxed-SIMD decoder build in this Chromium, and the plain build gives the same masks', async () => {
+    const relaxed = await session('');
+    const plain = await session('?decoder_simd=plain');
+    // Chromium has relaxed SIMD: the page picks that build (the worker and its helper load it).
+    assert.ok(relaxed.wasm.includes('segany-decoder-worker-relaxed_bg.wasm'), `wasm loaded: ${relaxed.wasm}`);
+    assert.ok(!relaxed.wasm.includes('segany-decoder-worker_bg.wasm'), `wasm loaded: ${relaxed.wasm}`);
+    assert.ok(plain.wasm.includes('segany-decoder-worker_bg.wasm'), `wasm loaded: ${plain.wasm}`);
+    assert.ok(!plain.wasm.includes('segany-decoder-worker-relaxed_bg.wasm'), `wasm loaded: ${plain.wasm}`);
+    assertSameMasks(relaxed.steps, plain.steps, 'relaxed vs plain SIMD');
     assert.deepEqual(errors, []);
   });
 });

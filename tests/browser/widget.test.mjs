@@ -55,10 +55,11 @@ describe('the widget in the example labeling tool', () => {
     assert.equal(typeof left.detail.model, 'string');
     await settled(page, 'left');
     await settled(page, 'right');
-    // One decoder worker (and its helper, on 2+ cores, which loads the same wasm) and one
-    // download of the decoder weights for both widgets.
+    // One decoder worker (and its helper, on 2+ cores, which loads the same wasm: the
+    // relaxed-SIMD build, as Chromium has relaxed SIMD) and one download of the decoder weights
+    // for both widgets.
     const cores = await page.evaluate(() => navigator.hardwareConcurrency);
-    assert.equal(requests.filter((p) => p.endsWith('segany-decoder-worker_bg.wasm')).length, cores >= 2 ? 2 : 1);
+    assert.equal(requests.filter((p) => p.endsWith('segany-decoder-worker-relaxed_bg.wasm')).length, cores >= 2 ? 2 : 1);
     assert.equal(requests.filter((p) => /\/api\/v1\/models\/[^/]+\/decoder$/.test(p)).length, 1);
     assert.equal(requests.filter((p) => p === '/api/v1/embeddings').length, 2);
   });

@@ -82,7 +82,15 @@ pub enum WeightsNeed {
 /// A worker, started from a small classic script (a Blob) so that its files may come from
 /// another origin than the page's (the widget).
 fn spawn_worker(assets: &str, role: Role) -> Result<Channel, JsValue> {
-    let name = format!("{assets}segany-{}-worker", role.name());
+    let params = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok());
+    let param = |key: &str| params.as_ref().and_then(|p| p.get(key));
+    // The decoder worker is built twice: with relaxed SIMD (fused multiply-adds) for browsers
+    // that validate it, and plain. `?decoder_simd=plain` on the page's address takes the plain
+    // build anyway (to compare the two).
+    let relaxed = role == Role::Decoder && param("decoder_simd").as_deref() != Some("plain") && relaxed_simd();
+    let name = format!("{assets}segany-{}-worker{}", role.name(), if relaxed { "-relaxed" } else { "" });
     let js = serde_json::to_string(&format!("{name}.js")).expect("string");
     let wasm = serde_json::to_string(&format!("{name}_bg.wasm")).expect("string");
     let prelude = if role == Role::Encoder { WEBGPU_FIXES_JS } else { "" };
@@ -93,12 +101,7 @@ fn spawn_worker(assets: &str, role: Role) -> Result<Channel, JsValue> {
     let url = Url::create_object_url_with_blob(&blob)?;
     // `?decoder_workers=1` on the page's address: the decoder works without its helper (to
     // measure what the second worker brings; see the decoder worker).
-    let alone = role == Role::Decoder
-        && web_sys::window()
-            .and_then(|w| w.location().search().ok())
-            .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
-            .and_then(|p| p.get("decoder_workers"))
-            .is_some_and(|n| n == "1");
+    let alone = role == Role::Decoder && param("decoder_workers").as_deref() == Some("1");
     let options = WorkerOptions::new();
     options.set_name(if alone { "segany-decoder-alone" } else { role.name() });
     let worker = Worker::new_with_options(&url, &options)?;
@@ -112,6 +115,21 @@ fn spawn_worker(assets: &str, role: Role) -> Result<Channel, JsValue> {
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
     Ok(Channel { worker, ready: false, queue: Vec::new() })
+}
+
+/// Whether this browser's WebAssembly has relaxed SIMD: it validates a module whose one function
+/// is `f32x4.relaxed_madd` of three zero vectors.
+fn relaxed_simd() -> bool {
+    const ZERO: [u8; 18] = [0xfd, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut module = vec![
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // types: () -> v128
+        0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+        0x0a, 0x3d, 0x01, 0x3b, 0x00, // code: one body of 59 bytes, no locals
+    ];
+    (0..3).for_each(|_| module.extend_from_slice(&ZERO)); // v128.const 0, three times
+    module.extend_from_slice(&[0xfd, 0x85, 0x02, 0x0b]); // f32x4.relaxed_madd, end
+    js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(&module[..]).into()).unwrap_or(false)
 }
 
 /// Registers a client (starting the worker from `assets` for the first); `callback` gets the

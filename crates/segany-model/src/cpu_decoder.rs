@@ -72,6 +72,17 @@ const LN2D_EPS: f32 = 1e-6;
 /// - `c`: `m × n`, row stride `ldc`.
 #[allow(clippy::too_many_arguments)]
 fn gemm(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b_cs): (usize, usize), c: &mut [f32], ldc: usize, accumulate: bool, scale: f32) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    crate::wasm_gemm::gemm(m, n, k, a, lda, b, (b_rs, b_cs), c, ldc, accumulate, scale);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    gemm_crate(m, n, k, a, lda, b, (b_rs, b_cs), c, ldc, accumulate, scale);
+}
+
+/// [`gemm`] through the `gemm` crate (natively: its AVX2/AVX-512 kernels, on every core for
+/// large products).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[allow(clippy::too_many_arguments)]
+fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b_cs): (usize, usize), c: &mut [f32], ldc: usize, accumulate: bool, scale: f32) {
     if m == 0 || n == 0 {
         return;
     }

@@ -6,6 +6,9 @@
 
 mod common;
 mod kernels;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[doc(hidden)]
+pub mod wasm_gemm;
 pub mod config;
 pub mod cpu_decoder;
 pub mod image_encoder_vit;

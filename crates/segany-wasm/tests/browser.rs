@@ -235,3 +235,48 @@ fn js_decoder_refuses_an_embedding_of_other_weights_and_predicts_from_a_js_promp
     assert_close("iou from f16 embedding", &ious, &output(&format!("case_{name}_iou.npy")), 1e-2);
     assert_eq!(get("numMasks").as_f64(), Some(3.0));
 }
+
+/// The decoder's wasm GEMM (plain or relaxed SIMD, as this test is built) against a plain
+/// double-precision product, for every path it takes: `b` row-major (ragged row blocks and
+/// column panels, inner products longer than one slice), `b` transposed (dot-product tiles, a
+/// ragged inner dimension; a short one copied row-major), other strides, accumulate and scale.
+#[wasm_bindgen_test]
+fn wasm_gemm_equals_a_plain_product_for_every_layout() {
+    use segany_model::wasm_gemm::gemm;
+    let mut seed = 7u32;
+    let mut random = move || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    // (m, n, k), with padding on each row of a and c.
+    let shapes = [(1, 1, 1), (4, 8, 16), (5, 9, 3), (13, 17, 40), (3, 29, 600), (56, 203, 257), (67, 5, 33), (2, 64, 31), (9, 3, 513)];
+    for (m, n, k) in shapes {
+        let (lda, ldc) = (k + 3, n + 2);
+        let a: Vec<f32> = (0..m * lda).map(|_| random()).collect();
+        // (b_rs, b_cs): row-major, transposed, and neither (every other element of a wider store).
+        for (b_rs, b_cs) in [(n, 1), (1, k), (2 * n, 2)] {
+            let b: Vec<f32> = (0..(k - 1) * b_rs + (n - 1) * b_cs + 1).map(|_| random()).collect();
+            for (accumulate, scale) in [(false, 1.0), (true, 0.25)] {
+                let c0: Vec<f32> = (0..m * ldc).map(|_| random()).collect();
+                let mut c = c0.clone();
+                gemm(m, n, k, &a, lda, &b, (b_rs, b_cs), &mut c, ldc, accumulate, scale);
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let got = c[i * ldc + j];
+                        if j >= n {
+                            assert_eq!(got, c0[i * ldc + j], "({m}, {n}, {k}) strides ({b_rs}, {b_cs}): padding at ({i}, {j}) written");
+                            continue;
+                        }
+                        let dot: f64 = (0..k).map(|p| f64::from(a[i * lda + p]) * f64::from(b[p * b_rs + j * b_cs])).sum();
+                        let want = f64::from(scale) * dot + if accumulate { f64::from(c0[i * ldc + j]) } else { 0.0 };
+                        let bound = 1e-5 * (k as f64).sqrt() * 4.0 + 1e-6;
+                        assert!(
+                            (f64::from(got) - want).abs() <= bound,
+                            "({m}, {n}, {k}) strides ({b_rs}, {b_cs}) accumulate {accumulate}: ({i}, {j}) = {got}, want {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
