@@ -134,15 +134,15 @@ fn mask_decoder_matches_reference_before_selection() {
     assert_close("all iou", &to_vec(out.iou_pred), &npy::<f32>(&tiny().join("case_one_point_decoder_all_iou.npy")).0, RTOL);
 }
 
-/// The fused CPU decoder (what the predictor and the page run) against the same fixtures, both
-/// ways of treating the later blocks' projections, alone and split into 2 and 3 shards of grid
-/// rows (the page's workers; 3 makes unequal bands): every mask token before selection, then
-/// every prompt kind after it.
+/// The fused CPU decoder (what the predictor and the page run) against the same fixtures: every
+/// way of treating the later blocks' projections (direct, low-rank, folded, and the automatic
+/// choice), alone and split into 2 and 3 shards of grid rows (the page's workers; 3 makes
+/// unequal bands): every mask token before selection, then every prompt kind after it.
 #[test]
-fn cpu_decoder_matches_reference_either_way_alone_and_sharded() {
+fn cpu_decoder_matches_reference_every_way_alone_and_sharded() {
     let p = predictor();
     let emb = npy::<f32>(&tiny().join("image_embedding.npy")).0;
-    for projections in [Projections::Direct, Projections::LowRank] {
+    for projections in [Projections::Direct, Projections::LowRank, Projections::Folded, Projections::Auto] {
         let cpu = CpuDecoder::new(p.decoder(), &p.decoder().prompt_encoder.dense_pe()).with_projections(projections);
         for shards in [1, 2, 3] {
             let ctxs: Vec<_> = (0..shards).map(|i| cpu.prepare_rows(&emb, cpu.band(i, shards))).collect();

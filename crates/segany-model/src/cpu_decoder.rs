@@ -10,8 +10,8 @@
 //!   correction is pushed through the projections as a product with the 16-channel `h`, not with
 //!   the 256-channel result.
 //! - **Per model**: the positional encoding's share of every later image-side projection.
-//! - **Per click, few prompt tokens** (`heads · tokens < internal width`, e.g. up to 10 points
-//!   for SAM's decoder): the image-side projections of the later blocks are never made. The
+//! - **Per click, few prompt tokens** (where cheaper than the other ways): the image-side
+//!   projections of the later blocks are never made. The
 //!   queries are pushed through the key projection instead (`q·(X·W_k)ᵀ = (q·W_kᵀ)·Xᵀ`), the
 //!   attention-weighted sum of the image tokens through the value projection
 //!   (`P·(X·W_v) = (P·X)·W_v`), and the prompt keys through the image→token query projection, so
@@ -23,10 +23,15 @@
 //!   with LayerNorm2d, GELU and the hypernetwork dot products fused into their epilogues, tile by
 //!   tile so that the 256×256×32 upscaled features never exist at once.
 //!
-//! - **Per click, few prompt tokens, upscaling**: the first transposed convolution (a
-//!   `[h·w, C]·[C, 4·c1]` GEMM) is pushed back through the blocks' last LayerNorms, whose inputs
-//!   change per click only by the low-rank image→token updates ([`UpscaleFold`]): the image's
-//!   share is made once per image, and a click pays for the updates' few columns.
+//! - **Per click, folds**: the image tokens change per click only by the image→token updates,
+//!   whose rank is at most the attention's internal width (`heads · tokens` for few tokens),
+//!   and each block's last LayerNorm is affine per row. So a linear map of later image tokens
+//!   can be pushed back through those LayerNorms ([`Fold`]): the image's share is made once per
+//!   image, and a click pays for the updates' columns. This is done for the first transposed
+//!   convolution (a `[h·w, C]·[C, 4·c1]` GEMM) when the updates have fewer than `C` columns in
+//!   all, and for the later blocks' image-side projections when that is the cheapest way to
+//!   them (it is for every prompt of SAM's decoder: e.g. 56 columns instead of three products
+//!   of 256 for one point).
 //!
 //! - **Final attention**: it updates each prompt token on its own, and only the IoU token and
 //!   the requested mask tokens are read afterwards, so only those query it (4 of `5 + points`
@@ -513,8 +518,11 @@ pub struct ImageContext {
     image: Vec<f32>,
     /// `[h·w, 3·ci]`: the first block's `image_w` projection of `image + no_mask_embed`, plus its `image_pe`.
     first: Vec<f32>,
-    /// `[h·w, 4·c1]`: `image·H_0` ([`UpscaleFold`]); empty with [`Projections::Direct`].
-    image_h0: Vec<f32>,
+    /// `image·H_0` of the first transposed convolution's [`Fold`] (`[h·w, 4·c1]`), and of each
+    /// later block's projections' (`[h·w, 3·ci]`, block `1 + i`); empty where the decoder's
+    /// [`Projections`] never fold.
+    upscale_h0: Vec<f32>,
+    projection_h0: Vec<Vec<f32>>,
     /// The band of grid rows this context holds (all of them unless sharded).
     rows: Range<usize>,
 }
@@ -543,8 +551,11 @@ pub enum Projections {
     /// Always project the image tokens, and apply the first transposed convolution to them.
     Direct,
     /// Always push the prompt tokens through the projections instead, and the first transposed
-    /// convolution back through the LayerNorms ([`UpscaleFold`]).
+    /// convolution back through the LayerNorms ([`Fold`]).
     LowRank,
+    /// Always push the later blocks' image-side projections and the first transposed
+    /// convolution back through the LayerNorms ([`Fold`]).
+    Folded,
 }
 
 /// The decoder's outputs for the requested mask tokens.
@@ -618,11 +629,14 @@ struct Upscaling {
     b2: Vec<f32>,
 }
 
-/// The first transposed convolution `keys_L·W1` pushed back through the blocks' last LayerNorms.
+/// A linear map `M` of the image tokens after block `L − 1` (`keys_L·M`), pushed back through
+/// the blocks' last LayerNorms: the first transposed convolution (`M = W1`, `L` = all blocks),
+/// and a later block's image-side projections (`M` = its `image_w`, `L` = its index).
 ///
 /// Block `b` ends with `keys_{b+1} = LN_b(keys_b + A_b)`, where the image→token update `A_b` has
-/// low rank (few prompt tokens: [`Factors`]) and each row's LayerNorm is affine:
-/// `LN(x) = (x − μ)·(1/σ)·γ + β`. With `H_L = W1` and `H_b = diag(γ_b)·H_{b+1}`,
+/// low rank (few prompt tokens: [`image_to_token`]; at most the attention's internal width) and each
+/// row's LayerNorm is affine: `LN(x) = (x − μ)·(1/σ)·γ + β`. With `H_L = M` and
+/// `H_b = diag(γ_b)·H_{b+1}`,
 ///
 /// `keys_{b+1}·H_{b+1} = (1/σ) ⊙ ((keys_b + A_b)·H_b − μ ⊗ 1ᵀH_b) + β_b·H_{b+1}`,
 ///
@@ -630,8 +644,8 @@ struct Upscaling {
 /// `left_b·(right_b·H_b)` per block and per-row scalings: `Σ rank_b` columns of inner
 /// dimension instead of `C`. The same sum as the reference's up to float rounding.
 #[derive(Debug, Clone)]
-struct UpscaleFold {
-    /// `H_b` for `b = 0..=L`, `[C, 4·c1]` each.
+struct Fold {
+    /// `H_b` for `b = 0..=L`, `[C, n]` each.
     h: Vec<Vec<f32>>,
     /// Per block: `1ᵀ·H_b`, `β_b·H_{b+1}`, and the image→token output bias times `H_b`.
     colsum: Vec<Vec<f32>>,
@@ -643,11 +657,12 @@ struct UpscaleFold {
     mask_b: Vec<f32>,
 }
 
-impl UpscaleFold {
-    fn new(blocks: &[Block], w1: &[f32], no_mask: &[f32], conv3: &Lin) -> Self {
+impl Fold {
+    /// `M` (`[C, n]`) after `blocks`.
+    fn new(blocks: &[Block], m: &[f32], no_mask: &[f32], conv3: &Lin) -> Self {
         let c = conv3.d_out;
-        let n = w1.len() / c;
-        let mut h = vec![w1.to_vec()];
+        let n = m.len() / c;
+        let mut h = vec![m.to_vec()];
         for b in blocks.iter().rev() {
             let next = h.last().expect("H_L");
             let g = &b.norms[3].g;
@@ -660,6 +675,60 @@ impl UpscaleFold {
         let mut mask_w = vec![0f32; conv3.d_in * n];
         gemm(conv3.d_in, n, c, &conv3.w, c, &h[0], (n, 1), &mut mask_w, n, false, 1.0);
         Self { no_mask: vec_mat(no_mask, &h[0], n), mask_w, mask_b: vec_mat(&conv3.b, &h[0], n), h, colsum, beta, out_bias }
+    }
+
+    /// Columns of `M`.
+    fn width(&self) -> usize {
+        self.no_mask.len()
+    }
+
+    /// Blocks it passes through.
+    fn depth(&self) -> usize {
+        self.out_bias.len()
+    }
+
+    /// `image·H_0` of a band of `tokens` image tokens `[tokens, C]`: the per-image share.
+    fn image_share(&self, image: &[f32], tokens: usize) -> Vec<f32> {
+        let (n, c) = (self.width(), self.h[0].len() / self.width());
+        let mut out = vec![0f32; tokens * n];
+        gemm(tokens, n, c, image, c, &self.h[0], (n, 1), &mut out, n, false, 1.0);
+        out
+    }
+
+    /// Adds the dense prompt's share to `kh` (`image·H_0`): `no_mask_embed`, or a mask prompt's
+    /// 1×1 convolution of its features `[tokens, c_in]`.
+    fn add_dense(&self, kh: &mut [f32], feats: Option<&[f32]>, tokens: usize) {
+        let n = self.width();
+        match feats {
+            None => add_rows(kh, &self.no_mask),
+            Some(f) => {
+                add_rows(kh, &self.mask_b);
+                let c_in = self.mask_w.len() / n;
+                gemm(tokens, n, c_in, f, c_in, &self.mask_w, (n, 1), kh, n, true, 1.0);
+            }
+        }
+    }
+
+    /// Block `b`'s update `left·right` (`right`: `[rank, C]`) through `H_b`: `right·H_b`.
+    fn right_h(&self, b: usize, right: &[f32], rank: usize, c: usize) -> Vec<f32> {
+        let n = self.width();
+        let mut out = vec![0f32; rank * n];
+        gemm(rank, n, c, right, c, &self.h[b], (n, 1), &mut out, n, false, 1.0);
+        out
+    }
+
+    /// `keys_b·H_b` → `keys_{b+1}·H_{b+1}` in place for some rows `kh`, given their rows `left`
+    /// of block `b`'s update, `right_h` ([`Fold::right_h`]) and their last LayerNorm's mean and
+    /// `1/σ`.
+    fn after_block(&self, b: usize, kh: &mut [f32], (left, right_h, rank): (&[f32], &[f32], usize), stats: &[(f32, f32)]) {
+        let n = self.width();
+        gemm(stats.len(), n, rank, left, rank, right_h, (n, 1), kh, n, true, 1.0);
+        let (colsum, beta, bias) = (&self.colsum[b], &self.beta[b], &self.out_bias[b]);
+        for (row, &(mean, inv)) in kh.chunks_exact_mut(n).zip(stats) {
+            for (((v, &s), &b), &o) in row.iter_mut().zip(colsum).zip(beta).zip(bias) {
+                *v = (*v + o - mean * s) * inv + b;
+            }
+        }
     }
 }
 
@@ -702,7 +771,9 @@ pub struct CpuDecoder {
     /// `no_mask_embed · image_w` of the first block.
     no_mask_first: Vec<f32>,
     upscaling: Upscaling,
-    upscale_fold: UpscaleFold,
+    upscale_fold: Fold,
+    /// For block `1 + i`: its image-side projections `image_w` after the blocks before it.
+    projection_folds: Vec<Fold>,
     hypernetworks: Vec<Mlp>,
     iou_head: Mlp,
     projections: Projections,
@@ -758,7 +829,8 @@ impl CpuDecoder {
             b2: bias(&up.deconv2.bias, c2),
         };
         let mlp = |m: &crate::mask_decoder::Mlp| Mlp(m.layers.iter().map(Lin::new).collect());
-        let upscale_fold = UpscaleFold::new(&blocks, &upscaling.w1, &no_mask, &mask_downscaling.conv3);
+        let upscale_fold = Fold::new(&blocks, &upscaling.w1, &no_mask, &mask_downscaling.conv3);
+        let projection_folds = (1..blocks.len()).map(|i| Fold::new(&blocks[..i], &blocks[i].image_w, &no_mask, &mask_downscaling.conv3)).collect();
         Self {
             dim,
             grid: [h, w],
@@ -775,6 +847,7 @@ impl CpuDecoder {
             no_mask_first,
             upscaling,
             upscale_fold,
+            projection_folds,
             hypernetworks: md.output_hypernetworks_mlps.iter().map(mlp).collect(),
             iou_head: mlp(&md.iou_prediction_head),
             projections: Projections::Auto,
@@ -787,22 +860,46 @@ impl CpuDecoder {
         self
     }
 
+    /// The summed ranks of the image tokens' updates before block `i` (the mask prompt's 1×1
+    /// convolution counts as one): the inner dimension of a [`Fold`] through those blocks.
+    fn rank_before(&self, i: usize, nt: usize, mask: bool) -> usize {
+        let updates: usize = self.blocks[..i].iter().map(|b| update_rank(&b.i2t, nt, self.dim)).sum();
+        updates + if mask { self.mask_downscaling.conv3.d_in } else { 0 }
+    }
+
     /// Whether a decode with `nt` prompt tokens (and a mask prompt or not) folds the first
-    /// transposed convolution ([`UpscaleFold`]): when the blocks' updates have fewer columns in
-    /// all than the image tokens.
+    /// transposed convolution ([`Fold`]): when the blocks' updates have fewer columns in all
+    /// than the image tokens.
     fn fold_upscaling(&self, nt: usize, mask: bool) -> bool {
-        let rank: usize = self.blocks.iter().map(|b| update_rank(&b.i2t, nt, self.dim)).sum();
-        let rank = rank + if mask { self.mask_downscaling.conv3.d_in } else { 0 };
         match self.projections {
-            Projections::Auto => rank < self.dim,
+            Projections::Auto => self.rank_before(self.blocks.len(), nt, mask) < self.dim,
             Projections::Direct => false,
-            Projections::LowRank => true,
+            Projections::LowRank | Projections::Folded => true,
         }
     }
 
-    fn low_rank(&self, heads: usize, nt: usize, ci: usize) -> bool {
+    /// How block `i ≥ 1` gets its image-side projections, by multiply-adds per image token:
+    /// projecting the tokens (`C·3ci`), pushing the `heads·nt` prompt rows through the
+    /// projections instead (three products of `C` columns), or folding them ([`Fold`]).
+    fn block_way(&self, i: usize, nt: usize, mask: bool) -> Way {
+        let b = &self.blocks[i];
+        let n = 3 * b.t2i.internal();
+        let direct = self.dim * n;
+        let low_rank = 3 * b.t2i.heads * nt * self.dim;
+        let folded = self.rank_before(i, nt, mask) * n;
         match self.projections {
-            Projections::Auto => heads * nt < ci,
+            Projections::Auto if folded <= direct.min(low_rank) => Way::Folded,
+            Projections::Auto if low_rank < direct => Way::LowRank,
+            Projections::Auto | Projections::Direct => Way::Direct,
+            Projections::LowRank => Way::LowRank,
+            Projections::Folded => Way::Folded,
+        }
+    }
+
+    /// Whether the final attention pushes its `heads·nq` query rows through the projections.
+    fn low_rank(&self, heads: usize, nq: usize, ci: usize) -> bool {
+        match self.projections {
+            Projections::Auto | Projections::Folded => heads * nq < ci,
             Projections::Direct => false,
             Projections::LowRank => true,
         }
@@ -861,14 +958,13 @@ impl CpuDecoder {
         let mut first = b.image_pe[t0 * n..(t0 + tokens) * n].to_vec();
         add_rows(&mut first, &self.no_mask_first);
         gemm(tokens, n, self.dim, &image, self.dim, &b.image_w, (n, 1), &mut first, n, true, 1.0);
-        let mut image_h0 = Vec::new();
-        if self.projections != Projections::Direct {
-            let h0 = &self.upscale_fold.h[0];
-            let n = h0.len() / self.dim;
-            image_h0 = vec![0f32; tokens * n];
-            gemm(tokens, n, self.dim, &image, self.dim, h0, (n, 1), &mut image_h0, n, false, 1.0);
-        }
-        ImageContext { image, first, image_h0, rows }
+        let upscale_h0 = if self.projections == Projections::Direct { Vec::new() } else { self.upscale_fold.image_share(&image, tokens) };
+        let projection_h0 = if matches!(self.projections, Projections::Auto | Projections::Folded) {
+            self.projection_folds.iter().map(|f| f.image_share(&image, tokens)).collect()
+        } else {
+            Vec::new()
+        };
+        ImageContext { image, first, upscale_h0, projection_h0, rows }
     }
 
     /// Decodes one prompt: `sparse` is the prompt encoder's `[n, C]` point and box embeddings.
@@ -899,19 +995,28 @@ impl CpuDecoder {
         let query_pe: Vec<f32> = self.output_tokens.iter().chain(sparse).copied().collect();
         let nt = query_pe.len() / c;
         let mut queries = query_pe.clone();
-        // `keys·H_b` as the blocks go ([`UpscaleFold`]).
-        let fold = &self.upscale_fold;
-        let mut keys_h = self.fold_upscaling(nt, matches!(dense, DensePrompt::Mask(_))).then(|| ctx.image_h0.clone());
-        let n_up = fold.no_mask.len();
+        let mask = matches!(dense, DensePrompt::Mask(_));
+        // How each later block gets its image-side projections.
+        let ways: Vec<Way> = (0..self.blocks.len()).map(|i| if i == 0 { Way::Direct } else { self.block_way(i, nt, mask) }).collect();
+        // The folds under way, `keys·H_b` as the blocks go ([`Fold`]): the upscaling's, and
+        // those of the folded blocks' projections.
+        let mut folds: Vec<(&Fold, Vec<f32>)> = Vec::new();
+        if self.fold_upscaling(nt, mask) {
+            folds.push((&self.upscale_fold, ctx.upscale_h0.clone()));
+        }
+        for (i, way) in ways.iter().enumerate() {
+            if *way == Way::Folded {
+                let h0 = ctx.projection_h0.get(i - 1).expect("a context prepared for folded projections");
+                folds.push((&self.projection_folds[i - 1], h0.clone()));
+            }
+        }
 
         // The image tokens and the first block's image-side projections.
         let (mut keys, first) = match dense {
             DensePrompt::NoMask => {
                 let mut keys = ctx.image.clone();
                 add_rows(&mut keys, &self.no_mask);
-                if let Some(kh) = &mut keys_h {
-                    add_rows(kh, &fold.no_mask);
-                }
+                folds.iter_mut().for_each(|(f, kh)| f.add_dense(kh, None, tokens));
                 (keys, std::borrow::Cow::Borrowed(&ctx.first))
             }
             DensePrompt::Mask(mask) => {
@@ -923,10 +1028,7 @@ impl CpuDecoder {
                 let mut keys = ctx.image.clone();
                 add_rows(&mut keys, &conv3.b);
                 gemm(tokens, c, conv3.d_in, &feats, conv3.d_in, &conv3.w, (c, 1), &mut keys, c, true, 1.0);
-                if let Some(kh) = &mut keys_h {
-                    add_rows(kh, &fold.mask_b);
-                    gemm(tokens, n_up, conv3.d_in, &feats, conv3.d_in, &fold.mask_w, (n_up, 1), kh, n_up, true, 1.0);
-                }
+                folds.iter_mut().for_each(|(f, kh)| f.add_dense(kh, Some(&feats), tokens));
                 let mut first = ctx.first.clone();
                 let n = self.mask_first_bias.len();
                 add_rows(&mut first, &self.mask_first_bias);
@@ -938,14 +1040,24 @@ impl CpuDecoder {
         for (i, b) in self.blocks.iter().enumerate() {
             let ci = b.t2i.internal();
             let n = 3 * ci;
+            let image_pe = band_pe(&b.image_pe);
             // The image-side projections `[tokens, 3·ci]` (none for a low-rank block).
-            let low_rank = i > 0 && self.low_rank(b.t2i.heads, nt, ci);
-            let image_side = if i == 0 || low_rank {
-                None
-            } else {
-                let mut g = band_pe(&b.image_pe).to_vec();
-                gemm(tokens, n, c, &keys, c, &b.image_w, (n, 1), &mut g, n, true, 1.0);
-                Some(g)
+            let low_rank = ways[i] == Way::LowRank;
+            let image_side = match ways[i] {
+                _ if i == 0 => None,
+                Way::LowRank => None,
+                Way::Direct => {
+                    let mut g = image_pe.to_vec();
+                    gemm(tokens, n, c, &keys, c, &b.image_w, (n, 1), &mut g, n, true, 1.0);
+                    Some(g)
+                }
+                Way::Folded => {
+                    // The upscaling's fold passes every block: the one of depth `i` is this block's.
+                    let at = folds.iter().position(|(f, _)| f.depth() == i).expect("this block's fold");
+                    let (_, mut g) = folds.swap_remove(at);
+                    add(&mut g, image_pe);
+                    Some(g)
+                }
             };
             let g: &[f32] = if i == 0 { &first[..] } else { image_side.as_deref().unwrap_or(&[]) };
             let [n1, n2, n3, n4] = &b.norms;
@@ -960,7 +1072,6 @@ impl CpuDecoder {
             n1.rows(&mut queries);
 
             let q = b.t2i.q.forward(&sum(&queries, &query_pe), nt);
-            let image_pe = band_pe(&b.image_pe);
             let o = if low_rank {
                 let (k, v) = (Projection::new(&b.image_w, 0, n, image_pe), Projection::new(&b.image_w, ci, n, image_pe));
                 let share = low_rank_partial(nt, &keys, tokens, c, ci, b.t2i.heads, &q, k);
@@ -983,25 +1094,11 @@ impl CpuDecoder {
             } else {
                 ImageQueries::Direct(&g[2 * ci..], n)
             };
-            let update = image_to_token(&mut keys, tokens, c, q, &k, &v, nt, &b.i2t);
-            match &mut keys_h {
-                None => n4.rows(&mut keys),
-                Some(kh) => {
-                    let r = update.rank;
-                    let mut right_h = vec![0f32; r * n_up];
-                    gemm(r, n_up, c, &update.right, c, &fold.h[i], (n_up, 1), &mut right_h, n_up, false, 1.0);
-                    add_rows(kh, &fold.out_bias[i]);
-                    gemm(tokens, n_up, r, &update.left, r, &right_h, (n_up, 1), kh, n_up, true, 1.0);
-                    let stats = n4.rows_stats(&mut keys);
-                    let (colsum, beta) = (&fold.colsum[i], &fold.beta[i]);
-                    for (row, (mean, inv)) in kh.chunks_exact_mut(n_up).zip(stats) {
-                        for ((v, &s), &b) in row.iter_mut().zip(colsum).zip(beta) {
-                            *v = (*v - mean * s) * inv + b;
-                        }
-                    }
-                }
-            }
+            image_to_token(i, &mut keys, c, q, (&k, &v, nt), &b.i2t, n4, &mut folds);
         }
+        // What is left is the upscaling's fold, if any.
+        let keys_h = folds.pop().map(|(_, kh)| kh);
+        debug_assert!(folds.is_empty(), "every block's fold was used");
 
         // The final attention changes each query on its own, and only the IoU token and the
         // wanted mask tokens are read after it: the other queries are left out (for long
@@ -1059,7 +1156,7 @@ impl CpuDecoder {
 
     /// The output upscaling of a band of `h` grid rows of image tokens `[h·w, C]` and each
     /// hypernetwork vector's dot product with it → `[M, 4h, 4w]`. `keys_h`: `keys·W1` when made
-    /// already ([`UpscaleFold`]).
+    /// already ([`Fold`]).
     fn upscale_masks(&self, keys: &[f32], keys_h: Option<Vec<f32>>, h: usize, hyper: &[Vec<f32>]) -> Vec<f32> {
         let w = self.grid[1];
         let tokens = h * w;
@@ -1182,9 +1279,13 @@ enum ImageQueries<'a> {
     LowRank(Projection<'a>),
 }
 
-/// Image → token cross attention, added to the image tokens `keys` (`[tokens, C]`) with the
-/// output projection's bias; `k`, `v` are the prompt tokens' keys and values (`[nt, ci]`).
-/// → the update without its bias as a product of two factors (for [`UpscaleFold`]).
+/// Image → token cross attention and the rest of block `block`'s image side: the attention's
+/// update (with the output projection's bias) added to the image tokens `keys` (`[tokens, C]`),
+/// the block's last LayerNorm `norm`, and every fold's step through it ([`Fold::after_block`]).
+/// `k`, `v` are the prompt tokens' keys and values (`[nt, ci]`). Every step is row-local, so it
+/// all runs chunk by chunk of image tokens, each chunk's rows staying in cache from the scores to
+/// the last fold (one pass over each large array instead of several: the passes, not the
+/// arithmetic, were the cost).
 ///
 /// Each image token attends to few prompt tokens, so each head's attention output lies in the
 /// span of its `nt` value rows: when `heads·nt·C < heads·nt·d + ci·C` it is cheaper to push the
@@ -1192,49 +1293,86 @@ enum ImageQueries<'a> {
 /// `scores_h · (v_h W_o,h)` straight into the tokens. With [`ImageQueries::LowRank`] the scores
 /// are `keys·(W_q,h·k_hᵀ) + pe_q,h·k_hᵀ`, for all heads in one product.
 #[allow(clippy::too_many_arguments)]
-fn image_to_token<'a>(keys: &mut [f32], tokens: usize, c: usize, q: ImageQueries, k: &[f32], v: &[f32], nt: usize, a: &'a Attn) -> Factors<'a> {
+fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k, v, nt): (&[f32], &[f32], usize), a: &Attn, norm: &Norm, folds: &mut [(&Fold, Vec<f32>)]) {
+    const CHUNK: usize = 64;
+    let tokens = keys.len() / c;
     let ci = a.internal();
-    let d = ci / a.heads;
+    let (heads, d) = (a.heads, ci / a.heads);
     let scale = 1.0 / (d as f32).sqrt();
-    let cols = a.heads * nt;
-    // Column `h·nt + j`: prompt token j in head h.
-    let mut scores = vec![0f32; tokens * cols];
-    match q {
-        ImageQueries::Direct(q, q_rs) => {
-            for h in 0..a.heads {
-                let off = h * d;
-                gemm(tokens, nt, d, &q[off..], q_rs, &k[off..], (1, ci), &mut scores[h * nt..], cols, false, scale);
-            }
-        }
+    let cols = heads * nt;
+    // Head h's keys transposed, `[d, nt]` row-major at `kt[h·d·nt..]`.
+    let kt: Vec<f32> = (0..heads).flat_map(|h| (0..d).flat_map(move |p| (0..nt).map(move |j| k[j * ci + h * d + p]))).collect();
+    let kt_h = |h: usize| &kt[h * d * nt..(h + 1) * d * nt];
+    // Low-rank queries: the image tokens' query projection times the keys, `[C, cols]`.
+    let wk = match q {
         ImageQueries::LowRank(p) => {
             let mut wk = vec![0f32; c * cols];
-            for h in 0..a.heads {
-                let off = h * d;
-                gemm(c, nt, d, &p.w[off..], p.stride, &k[off..], (1, ci), &mut wk[h * nt..], cols, false, 1.0);
-                gemm(tokens, nt, d, &p.pe[off..], p.stride, &k[off..], (1, ci), &mut scores[h * nt..], cols, false, scale);
+            for h in 0..heads {
+                gemm(c, nt, d, &p.w[h * d..], p.stride, kt_h(h), (nt, 1), &mut wk[h * nt..], cols, false, 1.0);
             }
-            gemm(tokens, cols, c, keys, c, &wk, (cols, 1), &mut scores, cols, true, scale);
+            wk
         }
-    }
-    scores.chunks_exact_mut(nt).for_each(softmax);
-    add_rows(keys, &a.out.b);
-    if values_first(a, nt, c) {
+        ImageQueries::Direct(..) => Vec::new(),
+    };
+    // The update is `left·right`: scores (column `h·nt + j`: prompt token j in head h) times the
+    // values through the output projection, or the attention output times the projection.
+    let first = values_first(a, nt, c);
+    let (right, rank) = if first {
         let mut vwo = vec![0f32; cols * c];
-        for h in 0..a.heads {
+        for h in 0..heads {
             let off = h * d;
             gemm(nt, c, d, &v[off..], ci, &a.out.w[off * c..], (c, 1), &mut vwo[h * nt * c..], c, false, 1.0);
         }
-        gemm(tokens, c, cols, &scores, cols, &vwo, (c, 1), keys, c, true, 1.0);
-        Factors { left: scores, right: std::borrow::Cow::Owned(vwo), rank: cols }
+        (std::borrow::Cow::Owned(vwo), cols)
     } else {
-        let mut o = vec![0f32; tokens * ci];
-        for h in 0..a.heads {
-            let off = h * d;
-            gemm(tokens, d, nt, &scores[h * nt..], cols, &v[off..], (ci, 1), &mut o[off..], ci, false, 1.0);
+        (std::borrow::Cow::Borrowed(&a.out.w[..]), ci)
+    };
+    let right_h: Vec<Vec<f32>> = folds.iter().map(|(f, _)| f.right_h(block, &right, rank, c)).collect();
+    let mut scores = vec![0f32; CHUNK * cols];
+    let mut o = if first { Vec::new() } else { vec![0f32; CHUNK * ci] };
+    for r0 in (0..tokens).step_by(CHUNK) {
+        let rows = CHUNK.min(tokens - r0);
+        let sc = &mut scores[..rows * cols];
+        match q {
+            ImageQueries::Direct(q, q_rs) => {
+                for h in 0..heads {
+                    gemm(rows, nt, d, &q[r0 * q_rs + h * d..], q_rs, kt_h(h), (nt, 1), &mut sc[h * nt..], cols, false, scale);
+                }
+            }
+            ImageQueries::LowRank(p) => {
+                for h in 0..heads {
+                    gemm(rows, nt, d, &p.pe[r0 * p.stride + h * d..], p.stride, kt_h(h), (nt, 1), &mut sc[h * nt..], cols, false, scale);
+                }
+                gemm(rows, cols, c, &keys[r0 * c..], c, &wk, (cols, 1), sc, cols, true, scale);
+            }
         }
-        gemm(tokens, c, ci, &o, ci, &a.out.w, (c, 1), keys, c, true, 1.0);
-        Factors { left: o, right: std::borrow::Cow::Borrowed(&a.out.w), rank: ci }
+        sc.chunks_exact_mut(nt).for_each(softmax);
+        let left: &[f32] = if first {
+            sc
+        } else {
+            for h in 0..heads {
+                let off = h * d;
+                gemm(rows, d, nt, &sc[h * nt..], cols, &v[off..], (ci, 1), &mut o[off..], ci, false, 1.0);
+            }
+            &o[..rows * ci]
+        };
+        let kc = &mut keys[r0 * c..(r0 + rows) * c];
+        add_rows(kc, &a.out.b);
+        gemm(rows, c, rank, left, rank, &right, (c, 1), kc, c, true, 1.0);
+        let stats = norm.rows_stats(kc);
+        for ((f, kh), rh) in folds.iter_mut().zip(&right_h) {
+            let n = f.width();
+            f.after_block(block, &mut kh[r0 * n..(r0 + rows) * n], (left, rh, rank), &stats);
+        }
     }
+}
+
+/// How a later block gets its image-side projections ([`CpuDecoder::block_way`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Direct,
+    LowRank,
+    Folded,
 }
 
 /// Whether [`image_to_token`] pushes the prompt values through the output projection first.
@@ -1246,13 +1384,6 @@ fn values_first(a: &Attn, nt: usize, c: usize) -> bool {
 /// The rank of [`image_to_token`]'s update.
 fn update_rank(a: &Attn, nt: usize, c: usize) -> usize {
     if values_first(a, nt, c) { a.heads * nt } else { a.internal() }
-}
-
-/// An update of the image tokens `left·right`: `[tokens, rank]·[rank, C]`.
-struct Factors<'a> {
-    left: Vec<f32>,
-    right: std::borrow::Cow<'a, [f32]>,
-    rank: usize,
 }
 
 /// Shards' bands of masks (`[M, rows_s, W]` each, in order) → `[M, Σ rows_s, W]`.

@@ -183,7 +183,8 @@ mod simd {
     pub(super) fn exp_neg(z: v128) -> v128 {
         const MAGIC: f32 = 12_582_912.0;
         let s = f32x4_splat;
-        let z = f32x4_pmin(s(87.0), z);
+        let far = f32x4_gt(z, s(super::EXP_NEG_CUTOFF));
+        let z = f32x4_pmin(s(super::EXP_NEG_CUTOFF), z);
         let shifted = f32x4_add(f32x4_mul(z, s(std::f32::consts::LOG2_E)), s(MAGIC));
         let k = f32x4_sub(shifted, s(MAGIC));
         let r = f32x4_sub(f32x4_mul(k, s(std::f32::consts::LN_2)), z);
@@ -194,7 +195,7 @@ mod simd {
         p = f32x4_add(s(1.0), f32x4_mul(r, p));
         p = f32x4_add(s(1.0), f32x4_mul(r, p));
         let ki = i32x4_sub(shifted, u32x4_splat(MAGIC.to_bits()));
-        f32x4_mul(p, i32x4_shl(i32x4_sub(i32x4_splat(127), ki), 23))
+        v128_andnot(f32x4_mul(p, i32x4_shl(i32x4_sub(i32x4_splat(127), ki), 23)), far)
     }
 }
 
@@ -221,19 +222,28 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// `exp(-z)` for `z ≥ 0`, relative error < 1e-7: `2^-k · e^r` with `k = round(z·log₂e)`,
-/// `|r| ≤ ln2/2`. The rounding adds 1.5·2²³ so `k` lands in the low mantissa bits: no float-to-int
-/// conversion, so loops over it stay vectorised.
+/// Above this, [`exp_neg`] is 0. `e^-44 ≈ 8·10⁻²⁰`: a softmax row holds a 1 (its maximum), so
+/// even a million terms below that move its sum by less than 10⁻¹³ relative, far under f32's
+/// precision, and erf is 1 in f32 long before. What it buys: no tiny probabilities (the former
+/// clamp at 87 left ~1e-38) whose products are subnormal floats, which x86 computes ~50× slower:
+/// a wasm GEMM with 30% subnormal entries in one operand ran at 0.6 instead of 35 GFLOP/s.
+const EXP_NEG_CUTOFF: f32 = 44.0;
+
+/// `exp(-z)` for `z ≥ 0`, relative error < 1e-7, and 0 for `z >` [`EXP_NEG_CUTOFF`]:
+/// `2^-k · e^r` with `k = round(z·log₂e)`, `|r| ≤ ln2/2`. The rounding adds 1.5·2²³ so `k` lands
+/// in the low mantissa bits: no float-to-int conversion, so loops over it stay vectorised.
 #[inline(always)]
 pub(crate) fn exp_neg(z: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
-    let z = z.min(87.0);
+    let far = z > EXP_NEG_CUTOFF;
+    let z = z.min(EXP_NEG_CUTOFF);
     let shifted = z * std::f32::consts::LOG2_E + MAGIC;
     let k = shifted - MAGIC;
     let r = k * std::f32::consts::LN_2 - z;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let ki = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
-    p * f32::from_bits(127u32.wrapping_sub(ki) << 23)
+    let e = p * f32::from_bits(127u32.wrapping_sub(ki) << 23);
+    if far { 0.0 } else { e }
 }
 
 // ---------------------------------------------------------------------------------------------
