@@ -195,6 +195,15 @@ fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> (f32, f
     (mean, inv)
 }
 
+/// `x` with `row` added to each of its rows, in one pass (a copy, then an add, would be two).
+fn plus_rows(x: &[f32], row: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for r in x.chunks_exact(row.len()) {
+        out.extend(r.iter().zip(row).map(|(a, b)| a + b));
+    }
+    out
+}
+
 fn add_rows(x: &mut [f32], row: &[f32]) {
     for r in x.chunks_exact_mut(row.len()) {
         r.iter_mut().zip(row).for_each(|(v, &b)| *v += b);
@@ -695,16 +704,17 @@ impl Fold {
         out
     }
 
-    /// Adds the dense prompt's share to `kh` (`image·H_0`): `no_mask_embed`, or a mask prompt's
-    /// 1×1 convolution of its features `[tokens, c_in]`.
-    fn add_dense(&self, kh: &mut [f32], feats: Option<&[f32]>, tokens: usize) {
+    /// `keys_0·H_0` of a click from the image's share `image·H_0`: plus `no_mask_embed`'s share,
+    /// or a mask prompt's 1×1 convolution of its features `[tokens, c_in]`.
+    fn start(&self, image_h0: &[f32], feats: Option<&[f32]>, tokens: usize) -> Vec<f32> {
         let n = self.width();
         match feats {
-            None => add_rows(kh, &self.no_mask),
+            None => plus_rows(image_h0, &self.no_mask),
             Some(f) => {
-                add_rows(kh, &self.mask_b);
+                let mut kh = plus_rows(image_h0, &self.mask_b);
                 let c_in = self.mask_w.len() / n;
-                gemm(tokens, n, c_in, f, c_in, &self.mask_w, (n, 1), kh, n, true, 1.0);
+                gemm(tokens, n, c_in, f, c_in, &self.mask_w, (n, 1), &mut kh, n, true, 1.0);
+                kh
             }
         }
     }
@@ -719,14 +729,24 @@ impl Fold {
 
     /// `keys_b·H_b` → `keys_{b+1}·H_{b+1}` in place for some rows `kh`, given their rows `left`
     /// of block `b`'s update, `right_h` ([`Fold::right_h`]) and their last LayerNorm's mean and
-    /// `1/σ`.
-    fn after_block(&self, b: usize, kh: &mut [f32], (left, right_h, rank): (&[f32], &[f32], usize), stats: &[(f32, f32)]) {
+    /// `1/σ`; plus the same rows of `addend` if given (a block's positional share, after its fold's
+    /// last step).
+    fn after_block(&self, b: usize, kh: &mut [f32], (left, right_h, rank): (&[f32], &[f32], usize), stats: &[(f32, f32)], addend: Option<&[f32]>) {
         let n = self.width();
         gemm(stats.len(), n, rank, left, rank, right_h, (n, 1), kh, n, true, 1.0);
         let (colsum, beta, bias) = (&self.colsum[b], &self.beta[b], &self.out_bias[b]);
-        for (row, &(mean, inv)) in kh.chunks_exact_mut(n).zip(stats) {
+        let step = |row: &mut [f32], (mean, inv): (f32, f32)| {
             for (((v, &s), &b), &o) in row.iter_mut().zip(colsum).zip(beta).zip(bias) {
                 *v = (*v + o - mean * s) * inv + b;
+            }
+        };
+        match addend {
+            None => kh.chunks_exact_mut(n).zip(stats).for_each(|(row, &st)| step(row, st)),
+            Some(add) => {
+                for ((row, &st), a) in kh.chunks_exact_mut(n).zip(stats).zip(add.chunks_exact(n)) {
+                    step(row, st);
+                    row.iter_mut().zip(a).for_each(|(v, &a)| *v += a);
+                }
             }
         }
     }
@@ -998,44 +1018,38 @@ impl CpuDecoder {
         let mask = matches!(dense, DensePrompt::Mask(_));
         // How each later block gets its image-side projections.
         let ways: Vec<Way> = (0..self.blocks.len()).map(|i| if i == 0 { Way::Direct } else { self.block_way(i, nt, mask) }).collect();
-        // The folds under way, `keys·H_b` as the blocks go ([`Fold`]): the upscaling's, and
-        // those of the folded blocks' projections.
-        let mut folds: Vec<(&Fold, Vec<f32>)> = Vec::new();
-        if self.fold_upscaling(nt, mask) {
-            folds.push((&self.upscale_fold, ctx.upscale_h0.clone()));
-        }
-        for (i, way) in ways.iter().enumerate() {
-            if *way == Way::Folded {
-                let h0 = ctx.projection_h0.get(i - 1).expect("a context prepared for folded projections");
-                folds.push((&self.projection_folds[i - 1], h0.clone()));
-            }
-        }
-
-        // The image tokens and the first block's image-side projections.
-        let (mut keys, first) = match dense {
-            DensePrompt::NoMask => {
-                let mut keys = ctx.image.clone();
-                add_rows(&mut keys, &self.no_mask);
-                folds.iter_mut().for_each(|(f, kh)| f.add_dense(kh, None, tokens));
-                (keys, std::borrow::Cow::Borrowed(&ctx.first))
-            }
+        // The image tokens, the first block's image-side projections, and the mask prompt's
+        // features.
+        let (mut keys, first, feats) = match dense {
+            DensePrompt::NoMask => (plus_rows(&ctx.image, &self.no_mask), std::borrow::Cow::Borrowed(&ctx.first), None),
             DensePrompt::Mask(mask) => {
                 let [lh, lw] = self.low_res_size();
                 assert_eq!(mask.len(), lh * lw, "mask prompt size");
                 let band = &mask[4 * ctx.rows.start * lw..4 * ctx.rows.end * lw];
                 let feats = self.mask_downscaling.features(band, [ctx.rows.len(), w]);
                 let conv3 = &self.mask_downscaling.conv3;
-                let mut keys = ctx.image.clone();
-                add_rows(&mut keys, &conv3.b);
+                let mut keys = plus_rows(&ctx.image, &conv3.b);
                 gemm(tokens, c, conv3.d_in, &feats, conv3.d_in, &conv3.w, (c, 1), &mut keys, c, true, 1.0);
-                folds.iter_mut().for_each(|(f, kh)| f.add_dense(kh, Some(&feats), tokens));
-                let mut first = ctx.first.clone();
+                let mut first = plus_rows(&ctx.first, &self.mask_first_bias);
                 let n = self.mask_first_bias.len();
-                add_rows(&mut first, &self.mask_first_bias);
                 gemm(tokens, n, conv3.d_in, &feats, conv3.d_in, &self.mask_first, (n, 1), &mut first, n, true, 1.0);
-                (keys, std::borrow::Cow::Owned(first))
+                (keys, std::borrow::Cow::Owned(first), Some(feats))
             }
         };
+        // The folds under way, `keys·H_b` as the blocks go ([`Fold`]): the upscaling's, and
+        // those of the folded blocks' projections (with the block's positional share, added at
+        // the fold's last step).
+        let mut folds: Vec<(&Fold, Vec<f32>, Option<&[f32]>)> = Vec::new();
+        if self.fold_upscaling(nt, mask) {
+            folds.push((&self.upscale_fold, self.upscale_fold.start(&ctx.upscale_h0, feats.as_deref(), tokens), None));
+        }
+        for (i, way) in ways.iter().enumerate() {
+            if *way == Way::Folded {
+                let h0 = ctx.projection_h0.get(i - 1).expect("a context prepared for folded projections");
+                let fold = &self.projection_folds[i - 1];
+                folds.push((fold, fold.start(h0, feats.as_deref(), tokens), Some(band_pe(&self.blocks[i].image_pe))));
+            }
+        }
 
         for (i, b) in self.blocks.iter().enumerate() {
             let ci = b.t2i.internal();
@@ -1053,10 +1067,8 @@ impl CpuDecoder {
                 }
                 Way::Folded => {
                     // The upscaling's fold passes every block: the one of depth `i` is this block's.
-                    let at = folds.iter().position(|(f, _)| f.depth() == i).expect("this block's fold");
-                    let (_, mut g) = folds.swap_remove(at);
-                    add(&mut g, image_pe);
-                    Some(g)
+                    let at = folds.iter().position(|(f, ..)| f.depth() == i).expect("this block's fold");
+                    Some(folds.swap_remove(at).1)
                 }
             };
             let g: &[f32] = if i == 0 { &first[..] } else { image_side.as_deref().unwrap_or(&[]) };
@@ -1097,7 +1109,7 @@ impl CpuDecoder {
             image_to_token(i, &mut keys, c, q, (&k, &v, nt), &b.i2t, n4, &mut folds);
         }
         // What is left is the upscaling's fold, if any.
-        let keys_h = folds.pop().map(|(_, kh)| kh);
+        let keys_h = folds.pop().map(|(_, kh, _)| kh);
         debug_assert!(folds.is_empty(), "every block's fold was used");
 
         // The final attention changes each query on its own, and only the IoU token and the
@@ -1293,7 +1305,7 @@ enum ImageQueries<'a> {
 /// `scores_h · (v_h W_o,h)` straight into the tokens. With [`ImageQueries::LowRank`] the scores
 /// are `keys·(W_q,h·k_hᵀ) + pe_q,h·k_hᵀ`, for all heads in one product.
 #[allow(clippy::too_many_arguments)]
-fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k, v, nt): (&[f32], &[f32], usize), a: &Attn, norm: &Norm, folds: &mut [(&Fold, Vec<f32>)]) {
+fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k, v, nt): (&[f32], &[f32], usize), a: &Attn, norm: &Norm, folds: &mut [(&Fold, Vec<f32>, Option<&[f32]>)]) {
     const CHUNK: usize = 64;
     let tokens = keys.len() / c;
     let ci = a.internal();
@@ -1327,7 +1339,7 @@ fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k,
     } else {
         (std::borrow::Cow::Borrowed(&a.out.w[..]), ci)
     };
-    let right_h: Vec<Vec<f32>> = folds.iter().map(|(f, _)| f.right_h(block, &right, rank, c)).collect();
+    let right_h: Vec<Vec<f32>> = folds.iter().map(|(f, ..)| f.right_h(block, &right, rank, c)).collect();
     let mut scores = vec![0f32; CHUNK * cols];
     let mut o = if first { Vec::new() } else { vec![0f32; CHUNK * ci] };
     for r0 in (0..tokens).step_by(CHUNK) {
@@ -1360,9 +1372,10 @@ fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k,
         add_rows(kc, &a.out.b);
         gemm(rows, c, rank, left, rank, &right, (c, 1), kc, c, true, 1.0);
         let stats = norm.rows_stats(kc);
-        for ((f, kh), rh) in folds.iter_mut().zip(&right_h) {
+        for ((f, kh, addend), rh) in folds.iter_mut().zip(&right_h) {
             let n = f.width();
-            f.after_block(block, &mut kh[r0 * n..(r0 + rows) * n], (left, rh, rank), &stats);
+            let addend = addend.filter(|_| block + 1 == f.depth()).map(|a| &a[r0 * n..(r0 + rows) * n]);
+            f.after_block(block, &mut kh[r0 * n..(r0 + rows) * n], (left, rh, rank), &stats, addend);
         }
     }
 }
