@@ -83,29 +83,40 @@ fn gemm(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b
     gemm_crate(m, n, k, a, lda, b, (b_rs, b_cs), c, ldc, accumulate, scale);
 }
 
-/// [`gemm`] through the `gemm` crate (natively: its AVX2/AVX-512 kernels, on every core for
-/// large products).
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+/// What every GEMM does first: `false` when there is nothing to multiply (an empty output, or
+/// `k = 0`, which zeroes `c` unless `accumulate`); else it checks that every element the shapes
+/// and strides address lies in its slice (the kernels index without checks), and panics if not.
 #[allow(clippy::too_many_arguments)]
-fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b_cs): (usize, usize), c: &mut [f32], ldc: usize, accumulate: bool, scale: f32) {
+pub(crate) fn gemm_prologue(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b_cs): (usize, usize), c: &mut [f32], ldc: usize, accumulate: bool) -> bool {
     if m == 0 || n == 0 {
-        return;
+        return false;
     }
     assert!((m - 1) * ldc + n <= c.len(), "gemm: output out of bounds");
     if k == 0 {
         if !accumulate {
             c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
         }
-        return;
+        return false;
     }
     assert!((m - 1) * lda + k <= a.len(), "gemm: lhs out of bounds");
     assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: rhs out of bounds");
+    true
+}
+
+/// [`gemm`] through the `gemm` crate (natively: its AVX2/AVX-512 kernels, on every core for
+/// large products).
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[allow(clippy::too_many_arguments)]
+fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b_cs): (usize, usize), c: &mut [f32], ldc: usize, accumulate: bool, scale: f32) {
+    if !gemm_prologue(m, n, k, a, lda, b, (b_rs, b_cs), c, ldc, accumulate) {
+        return;
+    }
     #[cfg(not(target_family = "wasm"))]
     let parallelism = if m * n * k >= 1 << 20 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     #[cfg(target_family = "wasm")]
     let parallelism = gemm::Parallelism::None;
-    // SAFETY: the asserts above keep every element the strides address inside its slice, and
-    // `c` is borrowed mutably, so it aliases neither operand.
+    // SAFETY: `gemm_prologue` checked that every element the strides address is inside its
+    // slice, and `c` is borrowed mutably, so it aliases neither operand.
     unsafe {
         gemm::gemm(
             m,
@@ -752,6 +763,10 @@ impl Fold {
     }
 }
 
+/// A fold during a decode: the fold, its `keys_b·H_b` for the band so far, and the band's rows to
+/// add at its last step (a folded block's positional share).
+type FoldUnderWay<'a> = (&'a Fold, Vec<f32>, Option<&'a [f32]>);
+
 /// A 2×2 stride-2 `ConvTranspose2d` weight `[c_in, c_out, 2, 2]` as a GEMM operand `[c_in, (dy, dx, c_out)]`.
 fn deconv_matrix(weight: &Tensor<4>) -> (Vec<f32>, usize) {
     let [c_in, c_out, kh, kw] = weight.dims();
@@ -1039,7 +1054,7 @@ impl CpuDecoder {
         // The folds under way, `keys·H_b` as the blocks go ([`Fold`]): the upscaling's, and
         // those of the folded blocks' projections (with the block's positional share, added at
         // the fold's last step).
-        let mut folds: Vec<(&Fold, Vec<f32>, Option<&[f32]>)> = Vec::new();
+        let mut folds: Vec<FoldUnderWay> = Vec::new();
         if self.fold_upscaling(nt, mask) {
             folds.push((&self.upscale_fold, self.upscale_fold.start(&ctx.upscale_h0, feats.as_deref(), tokens), None));
         }
@@ -1305,7 +1320,7 @@ enum ImageQueries<'a> {
 /// `scores_h · (v_h W_o,h)` straight into the tokens. With [`ImageQueries::LowRank`] the scores
 /// are `keys·(W_q,h·k_hᵀ) + pe_q,h·k_hᵀ`, for all heads in one product.
 #[allow(clippy::too_many_arguments)]
-fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k, v, nt): (&[f32], &[f32], usize), a: &Attn, norm: &Norm, folds: &mut [(&Fold, Vec<f32>, Option<&[f32]>)]) {
+fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k, v, nt): (&[f32], &[f32], usize), a: &Attn, norm: &Norm, folds: &mut [FoldUnderWay]) {
     const CHUNK: usize = 64;
     let tokens = keys.len() / c;
     let ci = a.internal();

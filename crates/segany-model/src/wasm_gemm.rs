@@ -40,21 +40,12 @@ const KC: usize = 256;
 /// When an addressed element of `a`, `b` or `c` is out of bounds.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], (b_rs, b_cs): (usize, usize), c: &mut [f32], ldc: usize, accumulate: bool, scale: f32) {
-    if m == 0 || n == 0 {
+    if !crate::cpu_decoder::gemm_prologue(m, n, k, a, lda, b, (b_rs, b_cs), c, ldc, accumulate) {
         return;
     }
-    assert!((m - 1) * ldc + n <= c.len(), "gemm: output out of bounds");
-    if k == 0 {
-        if !accumulate {
-            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
-        }
-        return;
-    }
-    assert!((m - 1) * lda + k <= a.len(), "gemm: lhs out of bounds");
-    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: rhs out of bounds");
     let out = Out { c: c.as_mut_ptr(), ldc, accumulate, scale };
     if b_cs == 1 {
-        // SAFETY: the asserts above cover every element the tiles address; `c` is borrowed
+        // SAFETY: `gemm_prologue` checked every element the tiles address; `c` is borrowed
         // mutably, so it aliases neither operand.
         unsafe { nn(m, n, k, a.as_ptr(), lda, b.as_ptr(), b_rs, out) }
     } else if b_rs == 1 && k >= MIN_DOT_K {
