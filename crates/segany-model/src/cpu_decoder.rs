@@ -1032,7 +1032,8 @@ impl CpuDecoder {
         let mut queries = query_pe.clone();
         let mask = matches!(dense, DensePrompt::Mask(_));
         // How each later block gets its image-side projections.
-        let ways: Vec<Way> = (0..self.blocks.len()).map(|i| if i == 0 { Way::Direct } else { self.block_way(i, nt, mask) }).collect();
+        // (None for the first block, whose projections come with the image.)
+        let ways: Vec<Option<Way>> = (0..self.blocks.len()).map(|i| (i > 0).then(|| self.block_way(i, nt, mask))).collect();
         // The image tokens, the first block's image-side projections, and the mask prompt's
         // features.
         let (mut keys, first, feats) = match dense {
@@ -1059,7 +1060,7 @@ impl CpuDecoder {
             folds.push((&self.upscale_fold, self.upscale_fold.start(&ctx.upscale_h0, feats.as_deref(), tokens), None));
         }
         for (i, way) in ways.iter().enumerate() {
-            if *way == Way::Folded {
+            if *way == Some(Way::Folded) {
                 let h0 = ctx.projection_h0.get(i - 1).expect("a context prepared for folded projections");
                 let fold = &self.projection_folds[i - 1];
                 folds.push((fold, fold.start(h0, feats.as_deref(), tokens), Some(band_pe(&self.blocks[i].image_pe))));
@@ -1071,16 +1072,15 @@ impl CpuDecoder {
             let n = 3 * ci;
             let image_pe = band_pe(&b.image_pe);
             // The image-side projections `[tokens, 3·ci]` (none for a low-rank block).
-            let low_rank = ways[i] == Way::LowRank;
+            let low_rank = ways[i] == Some(Way::LowRank);
             let image_side = match ways[i] {
-                _ if i == 0 => None,
-                Way::LowRank => None,
-                Way::Direct => {
+                None | Some(Way::LowRank) => None,
+                Some(Way::Direct) => {
                     let mut g = image_pe.to_vec();
                     gemm(tokens, n, c, &keys, c, &b.image_w, (n, 1), &mut g, n, true, 1.0);
                     Some(g)
                 }
-                Way::Folded => {
+                Some(Way::Folded) => {
                     // The upscaling's fold passes every block: the one of depth `i` is this block's.
                     let at = folds.iter().position(|(f, ..)| f.depth() == i).expect("this block's fold");
                     Some(folds.swap_remove(at).1)
@@ -1311,8 +1311,7 @@ enum ImageQueries<'a> {
 /// the block's last LayerNorm `norm`, and every fold's step through it ([`Fold::after_block`]).
 /// `k`, `v` are the prompt tokens' keys and values (`[nt, ci]`). Every step is row-local, so it
 /// all runs chunk by chunk of image tokens, each chunk's rows staying in cache from the scores to
-/// the last fold (one pass over each large array instead of several: the passes, not the
-/// arithmetic, were the cost).
+/// the last fold (one pass over each large array instead of several).
 ///
 /// Each image token attends to few prompt tokens, so each head's attention output lies in the
 /// span of its `nt` value rows: when `heads·nt·C < heads·nt·d + ci·C` it is cheaper to push the

@@ -136,21 +136,18 @@ unsafe fn nn(m: usize, n: usize, k: usize, a: *const f32, lda: usize, b: *const 
                     _ => tile_nn::<MR>(kc, ap, lda, bp, ldb, out, i0, j0, cols),
                 }
             };
-            // Stream the larger operand once: `a` row block by row block, or `b` panel by panel.
-            if m >= n {
-                for ib in 0..blocks {
-                    for jp in 0..panels {
-                        tile(ib, jp);
-                    }
-                }
-            } else {
-                for jp in 0..panels {
-                    for ib in 0..blocks {
-                        tile(ib, jp);
-                    }
-                }
-            }
+            sweep(blocks, panels, m >= n, tile);
         }
+    }
+}
+
+/// Calls `tile(row_block, column_block)` for every pair, streaming the larger operand once: row
+/// block by row block when `rows_outer` (`a` is the larger), else column block by column block.
+fn sweep(row_blocks: usize, col_blocks: usize, rows_outer: bool, mut tile: impl FnMut(usize, usize)) {
+    if rows_outer {
+        (0..row_blocks).for_each(|i| (0..col_blocks).for_each(|j| tile(i, j)));
+    } else {
+        (0..col_blocks).for_each(|j| (0..row_blocks).for_each(|i| tile(i, j)));
     }
 }
 
@@ -196,19 +193,7 @@ unsafe fn nt(m: usize, n: usize, k: usize, a: *const f32, lda: usize, b: *const 
             let rb: [*const f32; DN] = std::array::from_fn(|r| b.add((j0 + r).min(n - 1) * ldb));
             tile_nt(k, ra, rb, out, i0, j0, (m - i0).min(DM), (n - j0).min(DN));
         };
-        if m >= n {
-            for ib in 0..blocks_m {
-                for jb in 0..blocks_n {
-                    tile(ib, jb);
-                }
-            }
-        } else {
-            for jb in 0..blocks_n {
-                for ib in 0..blocks_m {
-                    tile(ib, jb);
-                }
-            }
-        }
+        sweep(blocks_m, blocks_n, m >= n, tile);
     }
 }
 
