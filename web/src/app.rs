@@ -22,7 +22,7 @@ use web_sys::{
 use crate::export;
 use crate::hub;
 use crate::protocol::{get, kind, message, prediction_from_js, prompt_to_js};
-use crate::render::{CANDIDATE_COLORS, object_color, overlay, paint};
+use crate::render::{CANDIDATE_COLORS, object_color, overlay, paint, thumbnail_overlay};
 use crate::session::{DecodeRequest, Session, best_index};
 
 const TEMPLATE: &str = include_str!("ui.html");
@@ -261,11 +261,15 @@ struct Picture {
 }
 
 /// What has been drawn, to redraw a layer only when its content changed.
-#[derive(Default, PartialEq)]
+#[derive(Default)]
 struct Drawn {
     objects: Vec<(u32, bool, usize)>,
     mask: Option<(usize, usize)>,
     candidates: Option<usize>,
+    /// The prediction on show as the hover preview, held so that its address cannot be reused.
+    preview: Option<Rc<Prediction>>,
+    /// The marks drawn: the scale, then each box and point.
+    marks: Vec<u64>,
     list: Vec<(u32, bool, String)>,
 }
 
@@ -1349,15 +1353,20 @@ impl App {
             "decoded" => {
                 let id = get(&data, "id").as_f64().unwrap_or(-1.0) as u32;
                 let Some((expected, job)) = self.in_flight.take() else { return };
-                if expected == id {
+                // A hover preview that no longer answers the draft (a click came meanwhile) is
+                // not even read: its masks are megabytes.
+                let stale = match job {
+                    Job::Hover(revision, at) => {
+                        self.session.as_ref().is_none_or(|s| s.revision() != revision) || self.hover.is_none_or(|h| (h.x, h.y) != (at.x, at.y))
+                    }
+                    Job::Edit(_) => false,
+                };
+                if expected == id && stale {
+                    self.show_decode_time(&data);
+                } else if expected == id {
                     match prediction_from_js(&get(&data, "prediction")) {
                         Ok(p) => {
-                            let ms = get(&data, "ms").as_f64().unwrap_or(0.0);
-                            let workers = get(&data, "workers").as_f64().unwrap_or(1.0);
-                            let on = if workers > 1.0 { format!(" · {workers} workers") } else { String::new() };
-                            self.ui.decode.set_text_content(Some(&format!("Decode: {ms:.0} ms{on}")));
-                            self.ui.app.set_attribute("data-decode-ms", &format!("{ms:.3}")).ok();
-                            self.ui.app.set_attribute("data-decode-workers", &workers.to_string()).ok();
+                            self.show_decode_time(&data);
                             match job {
                                 Job::Edit(revision) => {
                                     if let Some(s) = &mut self.session {
@@ -1393,6 +1402,16 @@ impl App {
             _ => {}
         }
         self.render();
+    }
+
+    /// The status line's decode time, from a `decoded` message.
+    fn show_decode_time(&self, data: &JsValue) {
+        let ms = get(data, "ms").as_f64().unwrap_or(0.0);
+        let workers = get(data, "workers").as_f64().unwrap_or(1.0);
+        let on = if workers > 1.0 { format!(" · {workers} workers") } else { String::new() };
+        self.ui.decode.set_text_content(Some(&format!("Decode: {ms:.0} ms{on}")));
+        self.ui.app.set_attribute("data-decode-ms", &format!("{ms:.3}")).ok();
+        self.ui.app.set_attribute("data-decode-workers", &workers.to_string()).ok();
     }
 
     /// Sends the next decode if none is in flight: an edit first, else the newest hover.
@@ -1509,6 +1528,10 @@ impl App {
             c.set_width(w as u32);
             c.set_height(h as u32);
         }
+        // Resizing emptied the overlays: hidden until drawn (see `put`).
+        for c in [&self.ui.objects, &self.ui.everything, &self.ui.mask, &self.ui.preview] {
+            c.set_hidden(true);
+        }
         ctx(&self.ui.image).draw_image_with_image_bitmap(&picture.bitmap, 0.0, 0.0).ok();
         self.ui.layers.set_hidden(false);
         self.ui.drop.set_hidden(true);
@@ -1531,10 +1554,13 @@ impl App {
         self.ui.embedding.set_text_content(None);
     }
 
+    /// Draws an overlay layer, or empties it. An empty layer is hidden: the browser then has
+    /// one layer fewer to composite whenever another changes.
     fn put(&self, canvas: &HtmlCanvasElement, rgba: Option<&[u8]>) {
         let c = ctx(canvas);
         let (w, h) = (canvas.width(), canvas.height());
         c.clear_rect(0.0, 0.0, w as f64, h as f64);
+        canvas.set_hidden(rgba.is_none());
         if let Some(rgba) = rgba
             && let Ok(data) = ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), w, h)
         {
@@ -1644,27 +1670,49 @@ impl App {
     }
 
     /// The hover preview, only while it still answers the current draft and pointer.
-    fn render_preview(&self) {
+    fn render_preview(&mut self) {
         let Some(session) = &self.session else { return };
-        let preview = match (&self.preview, self.hover) {
+        let current = match (&self.preview, self.hover) {
             (Some((rev, at, p)), Some(hover))
                 if *rev == session.revision() && self.press.is_none() && at.x == hover.x && at.y == hover.y =>
             {
-                Some(overlay(p.mask(best_index(&p.iou_predictions)), session.size, [255, 255, 255], 70))
+                Some(p)
             }
             _ => None,
         };
-        self.put(&self.ui.preview, preview.as_deref());
+        let same = match (current, &self.drawn.preview) {
+            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if same {
+            return;
+        }
+        let rgba = current.map(|p| overlay(p.mask(best_index(&p.iou_predictions)), session.size, [255, 255, 255], 70));
+        self.put(&self.ui.preview, rgba.as_deref());
+        self.drawn.preview = current.cloned();
     }
 
     /// Points, the box and the box being dragged.
-    fn render_marks(&self) {
+    fn render_marks(&mut self) {
         let Some(session) = &self.session else { return };
-        let c = ctx(&self.ui.ui);
         let canvas = &self.ui.ui;
-        c.clear_rect(0.0, 0.0, canvas.width() as f64, canvas.height() as f64);
         let scale = canvas.width() as f64 / canvas.client_width().max(1) as f64;
         let draft = session.draft();
+        let dragged = self.press.filter(|p| p.moved > 5.0).map(|p| [p.start[0], p.start[1], p.now[0], p.now[1]]);
+        let mut sig = vec![scale.to_bits()];
+        for b in [draft.bbox, dragged].into_iter().flatten() {
+            sig.push(1);
+            sig.extend(b.map(f64::to_bits));
+        }
+        for p in &draft.points {
+            sig.extend([2 + p.label as u64, p.x.to_bits(), p.y.to_bits()]);
+        }
+        if sig == self.drawn.marks {
+            return;
+        }
+        self.drawn.marks = sig;
+        let c = ctx(canvas);
+        c.clear_rect(0.0, 0.0, canvas.width() as f64, canvas.height() as f64);
         c.set_line_width(2.0 * scale);
         let rect = |b: [f64; 4], dash: bool| {
             let dashes = Array::new();
@@ -1679,8 +1727,8 @@ impl App {
         if let Some(b) = draft.bbox {
             rect(b, false);
         }
-        if let Some(p) = self.press.filter(|p| p.moved > 5.0) {
-            rect([p.start[0], p.start[1], p.now[0], p.now[1]], true);
+        if let Some(b) = dragged {
+            rect(b, true);
         }
         c.set_line_dash(&Array::new()).ok();
         for p in &draft.points {
@@ -1716,9 +1764,10 @@ impl App {
             return;
         };
         let [h, w] = picture.size;
+        let (tw, th) = (128u32, (128.0 * h as f64 / w as f64).round().max(1.0) as u32);
         let scratch = &self.ui.scratch;
-        scratch.set_width(w as u32);
-        scratch.set_height(h as u32);
+        scratch.set_width(tw);
+        scratch.set_height(th);
         for (i, c) in self.ui.candidates.iter().enumerate() {
             let present = i < p.num_masks;
             if present {
@@ -1732,14 +1781,18 @@ impl App {
             let Some(thumb) = c.query_selector("canvas").ok().flatten().and_then(|t| t.dyn_into::<HtmlCanvasElement>().ok()) else {
                 continue;
             };
-            let (tw, th) = (128u32, (128.0 * h as f64 / w as f64).round().max(1.0) as u32);
             thumb.set_width(tw);
             thumb.set_height(th);
             let t = ctx(&thumb);
             t.draw_image_with_image_bitmap_and_dw_and_dh(&picture.bitmap, 0.0, 0.0, tw as f64, th as f64).ok();
             if present {
-                self.put(scratch, Some(&overlay(p.mask(i), [h, w], CANDIDATE_COLORS[i], 160)));
-                t.draw_image_with_html_canvas_element_and_dw_and_dh(scratch, 0.0, 0.0, tw as f64, th as f64).ok();
+                // The mask made small here: a full-size overlay scaled by the canvas would cost
+                // megabytes per candidate on every click.
+                let small = thumbnail_overlay(p.mask(i), [h, w], [th as usize, tw as usize], CANDIDATE_COLORS[i], 160);
+                if let Ok(data) = ImageData::new_with_u8_clamped_array_and_sh(Clamped(&small), tw, th) {
+                    ctx(scratch).put_image_data(&data, 0.0, 0.0).ok();
+                    t.draw_image_with_html_canvas_element(scratch, 0.0, 0.0).ok();
+                }
             }
         }
     }
