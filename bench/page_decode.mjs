@@ -60,10 +60,13 @@ async function ourPage(browser, url) {
   await page.goto(url);
   await page.waitForFunction(() => /Decoder ready/.test(document.querySelector('[data-sg=status]').textContent), null, { timeout: 300_000 });
   await page.setInputFiles('[data-sg=file]', opt.image);
+  // Polled on a timer, not in requestAnimationFrame (Playwright's default): polling by frames
+  // makes the page draw 60 frames a second while a click decodes, which an idle page does not,
+  // and those frames take the cores the decoder's workers run on.
   const settled = () => page.waitForFunction(() => {
     const a = document.querySelector('.sg-app');
     return a.dataset.pending === '0' && a.dataset.ready === '1';
-  }, null, { timeout: 300_000 });
+  }, null, { timeout: 300_000, polling: 25 });
   await settled();
   const size = await page.evaluate(() => { const c = document.querySelector('[data-sg=image]'); return [c.height, c.width]; });
   const box = await page.locator('[data-sg=ui]').boundingBox();
