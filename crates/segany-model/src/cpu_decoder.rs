@@ -208,10 +208,26 @@ fn layer_norm(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) -> (f32, f
 
 /// `x` with `row` added to each of its rows, in one pass (a copy, then an add, would be two).
 fn plus_rows(x: &[f32], row: &[f32]) -> Vec<f32> {
+    // Written into the spare capacity: `extend` over a zip stays a scalar loop with a capacity
+    // check per element, and a zeroed buffer is one more pass over megabytes.
+    assert_eq!(x.len() % row.len(), 0, "rows of the row's width");
     let mut out = Vec::with_capacity(x.len());
-    for r in x.chunks_exact(row.len()) {
-        out.extend(r.iter().zip(row).map(|(a, b)| a + b));
+    let spare = &mut out.spare_capacity_mut()[..x.len()];
+    for (o, r) in spare.chunks_exact_mut(row.len()).zip(x.chunks_exact(row.len())) {
+        o.iter_mut().zip(r).zip(row).for_each(|((o, &a), &b)| {
+            o.write(a + b);
+        });
     }
+    // SAFETY: `x.len()` is a multiple of `row.len()` (asserted), so the loop initialised all
+    // of the first `x.len()` elements.
+    unsafe { out.set_len(x.len()) };
+    out
+}
+
+/// `row` repeated `n` times.
+fn repeat_row(row: &[f32], n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(row.len() * n);
+    (0..n).for_each(|_| out.extend_from_slice(row));
     out
 }
 
@@ -261,7 +277,7 @@ impl Lin {
 
     /// `rows × d_in` → `rows × d_out`.
     fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let mut y: Vec<f32> = self.b.iter().copied().cycle().take(rows * self.d_out).collect();
+        let mut y = repeat_row(&self.b, rows);
         gemm(rows, self.d_out, self.d_in, x, self.d_in, &self.w, (self.d_out, 1), &mut y, self.d_out, true, 1.0);
         y
     }
@@ -513,7 +529,7 @@ fn concat_columns(lins: &[&Lin]) -> Vec<f32> {
 fn pe_share(pe_t: &[f32], tokens: usize, dim: usize, lins: &[(&Lin, bool)]) -> Vec<f32> {
     let total: usize = lins.iter().map(|(l, _)| l.d_out).sum();
     let bias: Vec<f32> = lins.iter().flat_map(|(l, _)| l.b.iter().copied()).collect();
-    let mut out: Vec<f32> = bias.iter().copied().cycle().take(tokens * total).collect();
+    let mut out = repeat_row(&bias, tokens);
     let mut col = 0;
     for (l, with_pe) in lins {
         if *with_pe {
@@ -1195,7 +1211,7 @@ impl CpuDecoder {
                 u1
             }
             None => {
-                let mut u1: Vec<f32> = up.b1.iter().copied().cycle().take(tokens * 4 * c1).collect();
+                let mut u1 = repeat_row(&up.b1, tokens * 4);
                 gemm(tokens, 4 * c1, self.dim, keys, self.dim, &up.w1, (4 * c1, 1), &mut u1, 4 * c1, true, 1.0);
                 u1
             }
@@ -1290,7 +1306,7 @@ fn low_rank_partial(nq: usize, x: &[f32], tokens: usize, c: usize, ci: usize, he
 fn low_rank_output(px: &[f32], nq: usize, c: usize, ci: usize, heads: usize, v: Projection) -> Vec<f32> {
     let d = ci / heads;
     // The value bias is in `v.pe`'s every row: take the first.
-    let mut out: Vec<f32> = v.pe[..ci].iter().copied().cycle().take(nq * ci).collect();
+    let mut out = repeat_row(&v.pe[..ci], nq);
     for h in 0..heads {
         let o = h * d;
         gemm(nq, d, c, &px[h * nq * c..], c, &v.w[o..], (v.stride, 1), &mut out[o..], ci, true, 1.0);
