@@ -1,7 +1,7 @@
 // Per-click decode time in the page (our wasm decoder in its Web Worker) against onnxruntime-web
 // running the official ONNX decoder export, in the same headless Chromium run.
 //
-//   node bench/page_decode.mjs --checkpoint CKPT --model vit_t [--image IMG] [--clicks 30]
+//   node bench/page_decode.mjs --checkpoint CKPT --onnx DECODER.onnx [--image IMG] [--clicks 30] [--rounds 1]
 //
 // Needs: target/release/segany (with the page: ./run.sh --help builds it), bench/web's npm
 // packages (bench/page_decode.sh installs them), and the exported decoder
@@ -17,7 +17,8 @@
 // The page runs three times: as users get it (the decoder worker with its helper on 2+ cores, in
 // its relaxed-SIMD build where the browser has relaxed SIMD, as this Chromium has), with
 // `?decoder_simd=plain` (the build browsers without relaxed SIMD get), and with
-// `?decoder_workers=1` (the worker alone).
+// `?decoder_workers=1` (the worker alone). `--rounds N` repeats all five runs N times,
+// onnxruntime-web first in every other round, and reports each round's ratios.
 // The page's figure is the worker's own timing of one decode (data-decode-ms), from prompt to
 // masks at image size; onnxruntime-web's is session.run on the same inputs.
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
@@ -35,14 +36,16 @@ const { values: opt } = parseArgs({
     image: { type: 'string', default: path.join(ROOT, 'fixtures-large/vit_t/image.png') },
     clicks: { type: 'string', default: '30' },
     warmup: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '1' },
     bin: { type: 'string', default: path.join(ROOT, 'target/release/segany') },
   },
 });
 if (!opt.checkpoint || !opt.onnx) {
-  console.error('usage: node bench/page_decode.mjs --checkpoint CKPT --onnx DECODER.onnx [--image IMG] [--clicks N]');
+  console.error('usage: node bench/page_decode.mjs --checkpoint CKPT --onnx DECODER.onnx [--image IMG] [--clicks N] [--rounds N]');
   process.exit(2);
 }
 const CLICKS = Number(opt.clicks);
+const ROUNDS = Math.max(1, Number(opt.rounds));
 const WARMUP = Number(opt.warmup);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 // The clicks: a fixed walk over the image, in fractions of width and height, and after which
@@ -142,11 +145,32 @@ const ort = await ortServer(await readFile(opt.onnx));
 const browser = await launch();
 try {
   const version = browser.version();
-  const ours = await ourPage(browser, segany.url);
-  const plain = await ourPage(browser, `${segany.url}/?decoder_simd=plain`);
-  const alone = await ourPage(browser, `${segany.url}/?decoder_workers=1`);
-  const ort1 = await ortPage(browser, ort.url, ours.size, 1);
-  const ort2 = await ortPage(browser, ort.url, ours.size, 2);
+  // Rounds: the five runs again, onnxruntime-web first in every other round, so that a slow
+  // spell of the machine does not fall on one side only. Each round's ratios are reported; the
+  // medians pool the clicks of all rounds.
+  const rounds = [];
+  for (let k = 0; k < ROUNDS; k++) {
+    const round = {};
+    // The image's size, for onnxruntime-web's inputs, from the first round's page (which runs
+    // before onnxruntime-web in round 1).
+    const ortRuns = async () => {
+      const size = (rounds[0] ?? round).ours.size;
+      round.ort1 = await ortPage(browser, ort.url, size, 1);
+      round.ort2 = await ortPage(browser, ort.url, size, 2);
+    };
+    if (k % 2) await ortRuns();
+    round.ours = await ourPage(browser, segany.url);
+    round.plain = await ourPage(browser, `${segany.url}/?decoder_simd=plain`);
+    round.alone = await ourPage(browser, `${segany.url}/?decoder_workers=1`);
+    if (!(k % 2)) await ortRuns();
+    rounds.push(round);
+  }
+  const pool = (name) => ({
+    size: rounds[0][name].size,
+    isolated: rounds[0][name].isolated,
+    times: Object.fromEntries(Object.keys(SCENARIOS).map((s) => [s, rounds.flatMap((r) => r[name].times[s])])),
+  });
+  const [ours, plain, alone, ort1, ort2] = ['ours', 'plain', 'alone', 'ort1', 'ort2'].map(pool);
   const ortVersion = await onnxruntimeWebVersion();
   const r = {
     date: new Date().toISOString(),
@@ -155,6 +179,8 @@ try {
     checkpoint: opt.checkpoint, onnx: opt.onnx, image: opt.image, image_size_hw: ours.size,
     clicks: CLICKS, warmup: WARMUP, clicks_per_object: PER_OBJECT,
     ort_cross_origin_isolated: ort2.isolated,
+    rounds: ROUNDS,
+    round_ratios_vs_ort_1t: rounds.map((rd) => Object.fromEntries(Object.keys(SCENARIOS).map((s) => [s, median(rd.ours.times[s]) / median(rd.ort1.times[s])]))),
     scenarios: {},
   };
   for (const s of Object.keys(SCENARIOS)) {
@@ -178,13 +204,17 @@ try {
   await writeFile(file, JSON.stringify(r, null, 2) + '\n');
   const f = (x) => x.toFixed(1);
   const o = r.scenarios.objects, l = r.scenarios.long;
-  console.log(`| decoder, per click (median of ${CLICKS}, ${ours.size[1]}×${ours.size[0]} image) | objects of 1–${PER_OBJECT} clicks, ms | segany ÷ this | one object, ${WARMUP + 1}–${WARMUP + CLICKS} points, ms | segany ÷ this |`);
+  console.log(`| decoder, per click (median of ${CLICKS * ROUNDS}${ROUNDS > 1 ? ` (${ROUNDS} rounds)` : ''}, ${ours.size[1]}×${ours.size[0]} image) | objects of 1–${PER_OBJECT} clicks, ms | segany ÷ this | one object, ${WARMUP + 1}–${WARMUP + CLICKS} points, ms | segany ÷ this |`);
   console.log('|---|---:|---:|---:|---:|');
   console.log(`| segany page (wasm, decoder worker + helper: 2 threads) | ${f(o.segany_page_ms)} | 1.00 | ${f(l.segany_page_ms)} | 1.00 |`);
   console.log(`| segany page, plain SIMD build (?decoder_simd=plain, 2 threads) | ${f(o.segany_page_plain_simd_ms)} | ${o.ratio_vs_plain_simd.toFixed(2)} | ${f(l.segany_page_plain_simd_ms)} | ${l.ratio_vs_plain_simd.toFixed(2)} |`);
   console.log(`| segany page, decoder worker alone (?decoder_workers=1: 1 thread) | ${f(o.segany_page_1_worker_ms)} | ${o.ratio_vs_1_worker.toFixed(2)} | ${f(l.segany_page_1_worker_ms)} | ${l.ratio_vs_1_worker.toFixed(2)} |`);
   console.log(`| onnxruntime-web ${ortVersion} wasm, 1 thread | ${f(o.ort_web_1t_ms)} | ${o.ratio_vs_ort_1t.toFixed(2)} | ${f(l.ort_web_1t_ms)} | ${l.ratio_vs_ort_1t.toFixed(2)} |`);
   console.log(`| onnxruntime-web ${ortVersion} wasm, 2 threads${ort2.isolated ? '' : ' (not isolated: 1)'} | ${f(o.ort_web_2t_ms)} | ${o.ratio_vs_ort_2t.toFixed(2)} | ${f(l.ort_web_2t_ms)} | ${l.ratio_vs_ort_2t.toFixed(2)} |`);
+  if (ROUNDS > 1) {
+    console.log(`\nsegany ÷ onnxruntime-web 1 thread, per round (medians pool all ${ROUNDS} rounds above):`);
+    r.round_ratios_vs_ort_1t.forEach((q, k) => console.log(`  round ${k + 1}${k % 2 ? ' (onnxruntime-web first)' : ''}: objects ${q.objects.toFixed(2)}, long ${q.long.toFixed(2)}`));
+  }
   console.log(`\n${file}`);
 } finally {
   await browser.close();
