@@ -1680,11 +1680,7 @@ impl App {
             }
             _ => None,
         };
-        let same = match (current, &self.drawn.preview) {
-            (Some(a), Some(b)) => Rc::ptr_eq(a, b),
-            (a, b) => a.is_none() && b.is_none(),
-        };
-        if same {
+        if current.map(Rc::as_ptr) == self.drawn.preview.as_ref().map(Rc::as_ptr) {
             return;
         }
         let rgba = current.map(|p| overlay(p.mask(best_index(&p.iou_predictions)), session.size, [255, 255, 255], 70));
