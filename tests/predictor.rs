@@ -61,3 +61,52 @@ fn prompt_errors_name_the_field_at_fault() {
     assert_eq!(field(Prompt { bbox: Some([50.0, 10.0, 20.0, 30.0]), ..Default::default() }).as_deref(), Some("box"));
     assert_eq!(field(Prompt { mask_input: Some(vec![0.0; 7]), ..Default::default() }).as_deref(), Some("mask_input"));
 }
+
+/// The page's sharded postprocessing: each shard makes the mask rows its band of the
+/// low-resolution logits alone gives; with the rows between bands made from the joined logits,
+/// the masks are `predict`'s. Checked on `predict`'s own logits, cut into the shards' bands.
+#[test]
+fn shard_mask_rows_and_the_rows_between_equal_predict() {
+    let mut whole = predictor();
+    let image = decode_image(&std::fs::read(tiny().join("image.png")).unwrap()).unwrap();
+    let emb = whole.set_image(&image).unwrap().clone();
+    let [h, w] = emb.meta.original_size;
+    for count in [2, 3] {
+        let shards: Vec<Predictor> = (0..count)
+            .map(|i| {
+                let mut p = predictor();
+                p.set_shard(i, count).unwrap();
+                p.set_embedding(emb.to_vec(), emb.meta.clone()).unwrap();
+                p
+            })
+            .collect();
+        let cases = json(&tiny().join("cases.json"));
+        for case in cases["cases"].as_array().unwrap() {
+            let want = whole.predict(&prompt_of(case, &tiny())).unwrap();
+            let n = want.num_masks;
+            let mut made = Vec::new();
+            for (i, p) in shards.iter().enumerate() {
+                // Shard i's band: low-res rows of grid rows i·64/count.. (4 per grid row).
+                let band_rows = 4 * (i * 64 / count)..4 * ((i + 1) * 64 / count);
+                let band: Vec<f32> = (0..n).flat_map(|m| want.low_res(m)[band_rows.start * 256..band_rows.end * 256].to_vec()).collect();
+                let m = p.shard_masks(&band, n).unwrap();
+                for k in 0..n {
+                    let rows = &m.masks[k * m.rows.len() * w..(k + 1) * m.rows.len() * w];
+                    assert_eq!(rows, &want.mask(k)[m.rows.start * w..m.rows.end * w], "shard {i} of {count}, mask {k}");
+                }
+                made.push(m);
+            }
+            // All rows but those near where bands meet: within two low-res rows of it.
+            let covered: usize = made.iter().map(|m| m.rows.len()).sum();
+            let per_low_row = (4 * h).div_ceil(emb.meta.input_size[0]);
+            assert!(h - covered <= (count - 1) * 2 * (per_low_row + 1), "{count} shards make {covered} of {h} rows");
+            let joined = whole.prediction_from_shards(want.low_res_logits.clone(), want.iou_predictions.clone(), &made).unwrap();
+            assert_eq!(joined.masks, want.masks, "{count} shards, case {}", case["name"]);
+            // Rows that do not fit are made again, not trusted.
+            let mut bad = made.clone();
+            bad[0].masks.pop();
+            let again = whole.prediction_from_shards(want.low_res_logits.clone(), want.iou_predictions.clone(), &bad).unwrap();
+            assert_eq!(again.masks, want.masks);
+        }
+    }
+}

@@ -6,8 +6,10 @@
 //! **Two shards.** On a machine with more than one core the worker starts a helper: a second
 //! instance of itself, which holds the same weights and embedding and decodes the lower band of
 //! the image's grid rows while this one decodes the upper band (`segany_model::cpu_decoder`).
-//! Three times per decode they swap attention shares (`partial` messages); the helper sends its
-//! band of the masks back (`band`), and this worker joins the bands and makes the prediction.
+//! Three times per decode they swap attention shares (`partial` messages). Then each upscales
+//! the rows of the masks that its band of the low-resolution logits alone gives (all but a few
+//! rows where the bands meet); the helper sends its band and its rows back (`band`), and this
+//! worker joins them, makes the rows between, and answers.
 //! Browsers give wasm no threads without cross-origin isolation, which an embeddable widget
 //! cannot demand of its host page; two workers and messages need nothing.
 //!
@@ -16,14 +18,16 @@
 //!
 //! worker → helper: `{kind: "shard", index, count}` first, then `weights`, `embedding` (no
 //! client: the helper holds one embedding per key) and `{kind: "decode_shard", key, prompt}`;
-//! helper → worker: `ready`, `weights_loaded`, `partial`, `band` (`{masks, iou}`) or `error`.
+//! helper → worker: `ready`, `weights_loaded`, `partial`, `band` (`{masks, iou, rows: [start,
+//! end], maskRows}`: its band of the low-resolution logits, and the image-size mask rows
+//! `start..end` of each mask it made from them) or `error`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use js_sys::{Array, Float32Array, Function, Promise, Uint8Array};
-use segany_wasm::{AttentionPartial, DecoderSession, Exchange, partial_from_js, partial_to_js, prediction_to_js, prompt_from_js};
+use segany_wasm::{AttentionPartial, DecoderSession, Exchange, ShardMasks, partial_from_js, partial_to_js, prediction_to_js, prompt_from_js};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, Worker};
@@ -372,9 +376,13 @@ async fn handle(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
             if exchange.broken {
                 return Err("the coordinating worker's share did not arrive".into());
             }
+            let made = decoder.shard_masks(&masks, iou.len())?;
             let (masks, iou) = (Float32Array::from(&masks[..]), Float32Array::from(&iou[..]));
-            let transfer = Array::of2(&masks.buffer(), &iou.buffer());
-            let msg = message("band", &[("id", id.into()), ("masks", masks.into()), ("iou", iou.into())]);
+            let rows = Array::of2(&(made.rows.start as f64).into(), &(made.rows.end as f64).into());
+            let mask_rows = Uint8Array::from(&made.masks[..]);
+            let transfer = Array::of3(&masks.buffer(), &iou.buffer(), &mask_rows.buffer());
+            let fields = [("id", id.into()), ("masks", masks.into()), ("iou", iou.into()), ("rows", rows.into()), ("maskRows", mask_rows.into())];
+            let msg = message("band", &fields);
             scope.post_message_with_transfer(&msg, &transfer).map_err(|e| format!("{e:?}"))
         }
         "decode" => decode(ctx, data).await,
@@ -436,13 +444,18 @@ async fn decode(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
                 // Should the helper still wait for a share of ours: there is none.
                 h.post(&message("partial", &[("id", id.into())]), Array::new());
             }
+            // This band's mask rows while the helper makes its own.
+            let mine = mine.and_then(|(masks, iou)| Ok((decoder.shard_masks(&masks, iou.len())?, masks, iou)));
             // The helper answers every decode_shard (its band, or the same error as ours).
             let answer = ctx.bands.take(id).await;
             h.in_flight.set(None);
-            let (masks, iou) = mine?;
+            let (made, masks, iou) = mine?;
             let theirs = get(&answer, "masks").dyn_into::<Float32Array>().ok().map(|a| a.to_vec());
             match theirs {
-                Some(band) if !exchange.broken && kind(&answer) == "band" => decoder.prediction_from_bands(&[&masks, &band], iou)?,
+                Some(band) if !exchange.broken && kind(&answer) == "band" => {
+                    let made = [Some(made), shard_masks_from_js(&answer)];
+                    decoder.prediction_from_shards(&[&masks, &band], &made.into_iter().flatten().collect::<Vec<_>>(), iou)?
+                }
                 _ => {
                     // The helper failed mid-decode: decode alone from now on.
                     h.failed.set(true);
@@ -458,6 +471,14 @@ async fn decode(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
     };
     let workers = if helper.is_some() { 2 } else { 1 };
     reply_decoded(scope, client, data, (now(scope) - t, workers), &prediction)
+}
+
+/// The mask rows in a helper's `band` answer, if it has them.
+fn shard_masks_from_js(answer: &JsValue) -> Option<ShardMasks> {
+    let rows = get(answer, "rows").dyn_into::<Array>().ok()?;
+    let (start, end) = (rows.get(0).as_f64()? as usize, rows.get(1).as_f64()? as usize);
+    let masks = get(answer, "maskRows").dyn_into::<Uint8Array>().ok()?.to_vec();
+    Some(ShardMasks { rows: start..end, masks })
 }
 
 /// `(ms, workers)`: how long the decode took and how many workers shared it.

@@ -2,6 +2,8 @@
 //! bilinear resampling), coordinate and box transforms, and mask postprocessing (PyTorch's
 //! bilinear interpolation, `align_corners = false`).
 
+use std::ops::Range;
+
 /// `(h, w)` after scaling the longest side to `long_side`, rounding half up like the reference.
 pub fn preprocess_shape([h, w]: [usize; 2], long_side: usize) -> [usize; 2] {
     let scale = long_side as f64 / h.max(w) as f64;
@@ -198,36 +200,58 @@ pub struct MaskUpscaler {
     original: [usize; 2],
     ty: Vec<Taps>,
     tx: Vec<Taps>,
-    /// Low-res rows that some output row reads.
-    rows: Vec<usize>,
 }
 
 impl MaskUpscaler {
     pub fn new(low_res_size: [usize; 2], image_size: usize, input_size: [usize; 2], original_size: [usize; 2]) -> Self {
         let ty = composite_taps(low_res_size[0], image_size, input_size[0], original_size[0]);
         let tx = composite_taps(low_res_size[1], image_size, input_size[1], original_size[1]);
-        let mut used = vec![false; low_res_size[0]];
-        ty.iter().flatten().for_each(|&(i, _)| used[i as usize] = true);
-        let rows = (0..low_res_size[0]).filter(|&r| used[r]).collect();
-        Self { low: low_res_size, original: original_size, ty, tx, rows }
+        Self { low: low_res_size, original: original_size, ty, tx }
     }
 
     /// Calls `f(y, row)` with each output row's logits, top to bottom.
-    fn rows(&self, low: &[f32], mut f: impl FnMut(usize, &[f32])) {
+    fn rows(&self, low: &[f32], f: impl FnMut(usize, &[f32])) {
+        self.rows_of_band(low, 0..self.low[0], 0..self.original[0], f);
+    }
+
+    /// The output rows whose every tap lies in low-res rows `low_rows`: what a shard holding only
+    /// that band of a plane can make ([`MaskUpscaler::mask_rows_into`]). One range, since the taps
+    /// move down with the output row.
+    pub fn rows_within(&self, low_rows: Range<usize>) -> Range<usize> {
+        let inside = |taps: &Taps| taps.iter().all(|&(i, _)| low_rows.contains(&(i as usize)));
+        let Some(start) = self.ty.iter().position(inside) else { return 0..0 };
+        let end = start + self.ty[start..].iter().take_while(|t| inside(t)).count();
+        debug_assert!(!self.ty[end..].iter().any(inside), "taps move down with the output row");
+        start..end
+    }
+
+    /// Calls `f(y, row)` with the logits of output rows `ys`, top to bottom, from `band`: low-res
+    /// rows `low_rows` of a plane (`[low_rows.len(), lw]`), which must hold every tap of `ys`.
+    fn rows_of_band(&self, band: &[f32], low_rows: Range<usize>, ys: Range<usize>, mut f: impl FnMut(usize, &[f32])) {
         let [lh, lw] = self.low;
-        let [oh, ow] = self.original;
-        assert_eq!(low.len(), lh * lw, "low-res plane size");
-        let mut horizontal = vec![0f32; lh * ow];
-        for &r in &self.rows {
-            let src = &low[r * lw..(r + 1) * lw];
-            let dst = &mut horizontal[r * ow..(r + 1) * ow];
+        let ow = self.original[1];
+        assert!(low_rows.end <= lh && band.len() == low_rows.len() * lw, "a band of low-res rows {low_rows:?} of {lh}");
+        assert!(ys.end <= self.original[0], "output rows {ys:?}");
+        let taps = &self.ty[ys.clone()];
+        assert!(
+            taps.iter().flatten().all(|&(i, _)| low_rows.contains(&(i as usize))),
+            "output rows {ys:?} read low-res rows outside {low_rows:?}"
+        );
+        // The horizontal pass of the band's rows that the output rows read.
+        let r0 = low_rows.start;
+        let mut read = vec![false; low_rows.len()];
+        taps.iter().flatten().for_each(|&(i, _)| read[i as usize - r0] = true);
+        let mut horizontal = vec![0f32; low_rows.len() * ow];
+        for r in low_rows.clone().filter(|&r| read[r - r0]) {
+            let src = &band[(r - r0) * lw..(r - r0 + 1) * lw];
+            let dst = &mut horizontal[(r - r0) * ow..(r - r0 + 1) * ow];
             for (d, taps) in dst.iter_mut().zip(&self.tx) {
                 *d = taps.iter().map(|&(i, w)| w * src[i as usize]).sum();
             }
         }
         let mut row = vec![0f32; ow];
-        for (y, taps) in self.ty.iter().enumerate().take(oh) {
-            let src = |t: usize| &horizontal[taps[t].0 as usize * ow..][..ow];
+        for (y, taps) in ys.zip(taps) {
+            let src = |t: usize| &horizontal[(taps[t].0 as usize - r0) * ow..][..ow];
             let (s0, s1, s2, s3) = (src(0), src(1), src(2), src(3));
             let [w0, w1, w2, w3] = taps.map(|t| t.1);
             for x in 0..ow {
@@ -246,10 +270,17 @@ impl MaskUpscaler {
 
     /// The mask (logit > 0, as 0/1) `[H, W]` at the original size, written to `out`.
     pub fn mask_into(&self, low: &[f32], out: &mut [u8]) {
+        self.mask_rows_into(low, 0..self.low[0], 0..self.original[0], out);
+    }
+
+    /// Rows `ys` of the mask (`[ys.len(), W]`, written to `out`) from `band`: low-res rows
+    /// `low_rows` of a plane, holding every tap of those rows ([`MaskUpscaler::rows_within`]).
+    pub fn mask_rows_into(&self, band: &[f32], low_rows: Range<usize>, ys: Range<usize>, out: &mut [u8]) {
         let ow = self.original[1];
-        assert_eq!(out.len(), self.original[0] * ow, "mask buffer size");
-        self.rows(low, |y, row| {
-            out[y * ow..(y + 1) * ow].iter_mut().zip(row).for_each(|(m, &v)| *m = (v > 0.0) as u8);
+        assert_eq!(out.len(), ys.len() * ow, "mask buffer size");
+        let y0 = ys.start;
+        self.rows_of_band(band, low_rows, ys, |y, row| {
+            out[(y - y0) * ow..(y - y0 + 1) * ow].iter_mut().zip(row).for_each(|(m, &v)| *m = (v > 0.0) as u8);
         });
     }
 }
@@ -312,6 +343,39 @@ mod tests {
             let mut mask = vec![0u8; original[0] * original[1]];
             up.mask_into(&low, &mut mask);
             assert!(mask.iter().zip(&got).all(|(&m, &v)| m == (v > 0.0) as u8));
+        }
+    }
+
+    #[test]
+    fn mask_rows_from_bands_and_the_rows_between_equal_the_whole_mask() {
+        let low: Vec<f32> = (0..256 * 256).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 20.0).collect();
+        for (original, bands) in [([851, 1283], vec![0..128, 128..256]), ([1283, 851], vec![0..84, 84..168, 168..256]), ([40, 9], vec![0..128, 128..256]), ([2000, 1999], vec![0..128, 128..256])] {
+            let input = preprocess_shape(original, 1024);
+            let up = MaskUpscaler::new([256, 256], 1024, input, original);
+            let mut whole = vec![0u8; original[0] * original[1]];
+            up.mask_into(&low, &mut whole);
+            let ow = original[1];
+            let mut got = vec![2u8; whole.len()];
+            let mut covered = 0;
+            for band in &bands {
+                let ys = up.rows_within(band.clone());
+                covered += ys.len();
+                let mut rows = vec![0u8; ys.len() * ow];
+                up.mask_rows_into(&low[band.start * 256..band.end * 256], band.clone(), ys.clone(), &mut rows);
+                got[ys.start * ow..ys.end * ow].copy_from_slice(&rows);
+            }
+            // What no band makes alone: the rows that read two bands, from the whole plane.
+            let mut y = 0;
+            while y < original[0] {
+                if got[y * ow] == 2 {
+                    up.mask_rows_into(&low, 0..256, y..y + 1, &mut got[y * ow..(y + 1) * ow]);
+                }
+                y += 1;
+            }
+            assert!(got == whole, "{original:?} {bands:?}");
+            // The rows between bands are few: one or two low-res rows' worth per boundary.
+            let between = original[0] - covered;
+            assert!(between <= (bands.len() - 1) * (2 * original[0] / 256 + 2), "{original:?}: {between} rows between bands");
         }
     }
 

@@ -11,4 +11,4 @@ pub mod wire;
 
 pub use image_io::{ImageError, ImageErrorKind, RgbImage, decode_image, decode_image_limited, image_size};
 pub use everything::{EverythingSettings, GeneratedMask};
-pub use predictor::{BatchPrediction, EmbeddingMeta, ImageEmbedding, Point, PredictError, Prediction, Predictor, Prompt};
+pub use predictor::{BatchPrediction, EmbeddingMeta, ImageEmbedding, Point, PredictError, Prediction, Predictor, Prompt, ShardMasks};

@@ -87,6 +87,16 @@ impl Default for Prompt {
     }
 }
 
+/// Rows of a prediction's masks that one shard of a sharded decode made from its band of the
+/// low-resolution logits alone ([`Predictor::shard_masks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMasks {
+    /// Output rows.
+    pub rows: std::ops::Range<usize>,
+    /// `N × rows × W` booleans (0/1).
+    pub masks: Vec<u8>,
+}
+
 /// The predicted masks, in the decoder's order (whole, part, subpart for multimask).
 #[derive(Debug, Clone)]
 pub struct Prediction {
@@ -430,16 +440,48 @@ impl Predictor {
         self.check_embedding(&emb.meta, emb.dims().iter().product())?;
         self.validate(prompt, emb.meta.original_size)?;
         let (low_res_logits, iou_predictions) = self.decode(emb, prompt)?;
-        Ok(self.postprocess(emb, low_res_logits, iou_predictions))
+        Ok(self.postprocess(emb, low_res_logits, iou_predictions, &[]))
     }
 
     /// The prediction of a sharded decode on the current image: the low-resolution logits
     /// `[N, 256, 256]` joined from every shard's band ([`segany_model::join_bands`]) and the IoU
-    /// predictions, upscaled to masks as [`Predictor::predict`] does.
-    pub fn prediction_from_logits(&self, low_res_logits: Vec<f32>, iou_predictions: Vec<f32>) -> Result<Prediction, PredictError> {
+    /// predictions, upscaled to masks as [`Predictor::predict`] does. `made`: mask rows that
+    /// shards made already ([`Predictor::shard_masks`]); only the other rows are upscaled here
+    /// (one that does not fit this prediction is ignored, and its rows made again).
+    pub fn prediction_from_shards(&self, low_res_logits: Vec<f32>, iou_predictions: Vec<f32>, made: &[ShardMasks]) -> Result<Prediction, PredictError> {
         let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
         assert_eq!(low_res_logits.len(), iou_predictions.len() * LOW_RES * LOW_RES, "one low-resolution plane per IoU prediction");
-        Ok(self.postprocess(emb, low_res_logits, iou_predictions))
+        Ok(self.postprocess(emb, low_res_logits, iou_predictions, made))
+    }
+
+    /// The low-resolution rows of this predictor's shard ([`Predictor::set_shard`]).
+    fn shard_low_rows(&self) -> std::ops::Range<usize> {
+        let (index, count) = self.shard;
+        let grid = self.config.embedding_size();
+        let rows = index * grid / count..(index + 1) * grid / count;
+        let per = LOW_RES / grid;
+        per * rows.start..per * rows.end
+    }
+
+    /// The mask rows this shard can make alone from its band of the low-resolution logits
+    /// (`[N, rows, 256]`, as [`Predictor::decode_shard`] returns it), on the current image: the
+    /// output rows whose every bilinear tap lies in the band. The shards make theirs side by
+    /// side; [`Predictor::prediction_from_shards`] then makes only the few rows between bands.
+    pub fn shard_masks(&self, band: &[f32], n: usize) -> Result<ShardMasks, PredictError> {
+        let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
+        let low_rows = self.shard_low_rows();
+        let plane = low_rows.len() * LOW_RES;
+        assert_eq!(band.len(), n * plane, "a band of {n} planes of low-res rows {low_rows:?}");
+        let upscaler = self.upscaler(&emb.meta);
+        let rows = upscaler.rows_within(low_rows.clone());
+        let ow = emb.meta.original_size[1];
+        let mut masks = vec![0u8; n * rows.len() * ow];
+        if !rows.is_empty() {
+            for (b, out) in band.chunks_exact(plane).zip(masks.chunks_exact_mut(rows.len() * ow)) {
+                upscaler.mask_rows_into(b, low_rows.clone(), rows.clone(), out);
+            }
+        }
+        Ok(ShardMasks { rows, masks })
     }
 
     /// This shard's part of a prediction on the current image: its band of the low-resolution
@@ -470,26 +512,53 @@ impl Predictor {
         (sparse, dense, if prompt.multimask { 1..n } else { 0..1 })
     }
 
-    /// Low-resolution logits → the prediction at the original size.
-    fn postprocess(&self, emb: &ImageEmbedding, low_res_logits: Vec<f32>, iou_predictions: Vec<f32>) -> Prediction {
-        let EmbeddingMeta { original_size, input_size, .. } = emb.meta;
+    fn upscaler(&self, meta: &EmbeddingMeta) -> MaskUpscaler {
+        MaskUpscaler::new([LOW_RES, LOW_RES], self.config.image_size, meta.input_size, meta.original_size)
+    }
+
+    /// Low-resolution logits → the prediction at the original size, but for the mask rows in
+    /// `made` (see [`Predictor::prediction_from_shards`]).
+    fn postprocess(&self, emb: &ImageEmbedding, low_res_logits: Vec<f32>, iou_predictions: Vec<f32>, made: &[ShardMasks]) -> Prediction {
         let n = iou_predictions.len();
-        let [oh, ow] = original_size;
-        let upscaler = MaskUpscaler::new([LOW_RES, LOW_RES], self.config.image_size, input_size, original_size);
+        let [oh, ow] = emb.meta.original_size;
+        let upscaler = self.upscaler(&emb.meta);
         let mut masks = vec![0u8; n * oh * ow];
+        // Rows made already, copied in; the rows between them (all, when none) left to make.
+        let mut made: Vec<&ShardMasks> = made.iter().filter(|m| m.rows.end <= oh && m.masks.len() == n * m.rows.len() * ow).collect();
+        made.sort_by_key(|m| m.rows.start);
+        let mut todo = Vec::new();
+        let mut y = 0;
+        for m in made {
+            if m.rows.start < y {
+                continue; // overlaps one taken already
+            }
+            todo.push(y..m.rows.start);
+            let len = m.rows.len() * ow;
+            for (plane, rows) in masks.chunks_exact_mut(oh * ow).zip(m.masks.chunks_exact(len.max(1))) {
+                plane[m.rows.start * ow..m.rows.end * ow].copy_from_slice(rows);
+            }
+            y = m.rows.end;
+        }
+        todo.push(y..oh);
+        todo.retain(|r| !r.is_empty());
         let planes: Vec<&[f32]> = low_res_logits.chunks(LOW_RES * LOW_RES).collect();
         let outs: Vec<&mut [u8]> = masks.chunks_mut(oh * ow).collect();
+        let make = |plane: &[f32], out: &mut [u8]| {
+            for ys in &todo {
+                upscaler.mask_rows_into(plane, 0..LOW_RES, ys.clone(), &mut out[ys.start * ow..ys.end * ow]);
+            }
+        };
         // Each mask is postprocessed independently: one thread each where threads exist.
         #[cfg(not(target_family = "wasm"))]
         std::thread::scope(|s| {
             for (plane, out) in planes.into_iter().zip(outs) {
-                let upscaler = &upscaler;
-                s.spawn(move || upscaler.mask_into(plane, out));
+                let make = &make;
+                s.spawn(move || make(plane, out));
             }
         });
         #[cfg(target_family = "wasm")]
-        planes.into_iter().zip(outs).for_each(|(plane, out)| upscaler.mask_into(plane, out));
-        Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: original_size }
+        planes.into_iter().zip(outs).for_each(|(plane, out)| make(plane, out));
+        Prediction { masks, iou_predictions, low_res_logits, num_masks: n, size: emb.meta.original_size }
     }
 
     /// The decoder's low-resolution logits `[N, 256, 256]` and IoU predictions `[N]` for one

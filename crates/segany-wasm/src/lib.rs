@@ -13,6 +13,7 @@ pub use burn::tensor::Device;
 pub use segany_model::{AttentionPartial, Exchange};
 use segany_model::SamConfig;
 use segany_predict::wire::{self, WireHeader};
+pub use segany_predict::ShardMasks;
 use segany_predict::{Prediction, Predictor, Prompt};
 use wasm_bindgen::prelude::*;
 
@@ -75,10 +76,17 @@ impl DecoderSession {
         self.predictor.decode_shard(prompt, exchange).await.map_err(|e| e.to_string())
     }
 
-    /// The prediction from the shards' bands, joined in shard order.
-    pub fn prediction_from_bands(&self, bands: &[&[f32]], iou_predictions: Vec<f32>) -> Result<Prediction, String> {
+    /// The mask rows this shard makes alone from its band of the logits (`decode_shard`'s), while
+    /// the other shards make theirs (see `Predictor::shard_masks`).
+    pub fn shard_masks(&self, band: &[f32], n: usize) -> Result<ShardMasks, String> {
+        self.predictor.shard_masks(band, n).map_err(|e| e.to_string())
+    }
+
+    /// The prediction from the shards' bands, joined in shard order, and the mask rows they made
+    /// already (`made`; the rows between bands are made here).
+    pub fn prediction_from_shards(&self, bands: &[&[f32]], made: &[ShardMasks], iou_predictions: Vec<f32>) -> Result<Prediction, String> {
         let logits = segany_model::join_bands(bands, iou_predictions.len());
-        self.predictor.prediction_from_logits(logits, iou_predictions).map_err(|e| e.to_string())
+        self.predictor.prediction_from_shards(logits, iou_predictions, made).map_err(|e| e.to_string())
     }
 }
 

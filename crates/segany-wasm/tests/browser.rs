@@ -157,7 +157,8 @@ impl Exchange for Board {
 }
 
 /// The page's two decoder workers, in one: two sessions, each shard of a band of grid rows,
-/// exchange attention shares; their joined bands give the reference's prediction.
+/// exchange attention shares and make the mask rows their bands give; with the rows between
+/// bands, that is the reference's prediction (and the masks made from the joined logits).
 #[wasm_bindgen_test]
 fn two_decoder_shards_together_match_the_reference_for_every_prompt_kind() {
     let model = segany_weights::load_bytes(WEIGHTS.to_vec(), Some(&config()), None, &burn::tensor::Device::flex()).unwrap();
@@ -190,7 +191,12 @@ fn two_decoder_shards_together_match_the_reference_for_every_prompt_kind() {
                 }
                 let ((m0, iou0), (m1, iou1)) = (r0.expect("shard 0 finished"), r1.expect("shard 1 finished"));
                 assert_eq!(iou0, iou1, "both shards predict the same IoU");
-                sessions[0].prediction_from_bands(&[&m0, &m1], iou0).unwrap()
+                // Each shard makes the mask rows its band alone gives; the rows between, at the end.
+                let made = [sessions[0].shard_masks(&m0, iou0.len()).unwrap(), sessions[1].shard_masks(&m1, iou1.len()).unwrap()];
+                assert!(made[0].rows.end <= made[1].rows.start && !made[0].rows.is_empty() && !made[1].rows.is_empty(), "{:?}", made.each_ref().map(|m| &m.rows));
+                let joined = sessions[0].prediction_from_shards(&[&m0, &m1], &made, iou0.clone()).unwrap();
+                assert_eq!(joined.masks, sessions[0].prediction_from_shards(&[&m0, &m1], &[], iou0).unwrap().masks, "the shards' mask rows");
+                joined
             },
             &case,
         );
