@@ -157,6 +157,7 @@ fn row_max(row: &[f32]) -> f32 {
 }
 
 /// Softmax of one row in place.
+#[cfg_attr(all(target_arch = "wasm32", feature = "relaxed-simd"), target_feature(enable = "relaxed-simd"))]
 fn softmax(row: &mut [f32]) {
     let max = row_max(row);
     let total = exp_sub_sum(row, max);
@@ -358,7 +359,7 @@ fn attend(nq: usize, nk: usize, ci: usize, heads: usize, q: &[f32], (k, k_rs): (
     for h in 0..heads {
         let o = h * d;
         gemm(nq, nk, d, &q[o..], ci, &k[o..], (1, k_rs), &mut scores, nk, false, scale);
-        scores.chunks_exact_mut(nk).for_each(softmax);
+        scores.chunks_exact_mut(nk).for_each(|r| softmax(r));
         gemm(nq, d, nk, &scores, nk, &v[o..], (v_rs, 1), &mut out[o..], ci, false, 1.0);
     }
     out
@@ -366,6 +367,7 @@ fn attend(nq: usize, nk: usize, ci: usize, heads: usize, q: &[f32], (k, k_rs): (
 
 /// Scores `[rows, tokens]` → their band's share of the softmax: `exp(s − max)` in place, and
 /// per row the maximum and the sum of exponentials.
+#[cfg_attr(all(target_arch = "wasm32", feature = "relaxed-simd"), target_feature(enable = "relaxed-simd"))]
 fn partial_softmax(scores: &mut [f32], tokens: usize) -> (Vec<f32>, Vec<f32>) {
     let rows = scores.len() / tokens;
     let (mut max, mut sum) = (Vec::with_capacity(rows), Vec::with_capacity(rows));
@@ -1326,6 +1328,7 @@ enum ImageQueries<'a> {
 /// `scores_h · (v_h W_o,h)` straight into the tokens. With [`ImageQueries::LowRank`] the scores
 /// are `keys·(W_q,h·k_hᵀ) + pe_q,h·k_hᵀ`, for all heads in one product.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(all(target_arch = "wasm32", feature = "relaxed-simd"), target_feature(enable = "relaxed-simd"))]
 fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k, v, nt): (&[f32], &[f32], usize), a: &Attn, norm: &Norm, folds: &mut [FoldUnderWay]) {
     const CHUNK: usize = 64;
     let tokens = keys.len() / c;
@@ -1379,7 +1382,7 @@ fn image_to_token(block: usize, keys: &mut [f32], c: usize, q: ImageQueries, (k,
                 gemm(rows, cols, c, &keys[r0 * c..], c, &wk, (cols, 1), sc, cols, true, scale);
             }
         }
-        sc.chunks_exact_mut(nt).for_each(softmax);
+        sc.chunks_exact_mut(nt).for_each(|r| softmax(r));
         let left: &[f32] = if first {
             sc
         } else {
