@@ -165,18 +165,7 @@ pub(crate) fn exp_sub_sum(row: &mut [f32], max: f32) -> f32 {
 mod simd {
     use core::arch::wasm32::*;
 
-    /// `a · b + c`. A macro, so that the intrinsic lands in the functions that enable relaxed
-    /// SIMD (a function of its own is not inlined into them, and a call per multiply-add made
-    /// GELU 20% slower).
-    macro_rules! madd {
-        ($a:expr, $b:expr, $c:expr) => {{
-            #[cfg(feature = "relaxed-simd")]
-            let r = f32x4_relaxed_madd($a, $b, $c);
-            #[cfg(not(feature = "relaxed-simd"))]
-            let r = f32x4_add(f32x4_mul($a, $b), $c);
-            r
-        }};
-    }
+    use crate::wasm_gemm::madd;
 
     #[cfg_attr(not(feature = "relaxed-simd"), inline(always))]
     #[cfg_attr(feature = "relaxed-simd", inline, target_feature(enable = "relaxed-simd"))]
