@@ -203,6 +203,51 @@ describe('the page', () => {
     assert.equal(area(await painted(page, 'everything')), 0);
   });
 
+  it('a click where the hover preview decoded that very prompt needs no second decode', async () => {
+    await page.keyboard.press('Escape');
+    await settled(page);
+    // Count the page's decode requests to the worker.
+    await page.evaluate(() => {
+      window.sgDecodes = 0;
+      const post = Worker.prototype.postMessage;
+      Worker.prototype.postMessage = function (msg, ...rest) {
+        if (msg && msg.kind === 'decode') window.sgDecodes += 1;
+        return post.call(this, msg, ...rest);
+      };
+    });
+    const decodes = () => page.evaluate(() => window.sgDecodes);
+    // The pointer rests: its preview is on show; the click there takes the preview's masks.
+    const p = await at(page, 0.45, 0.55);
+    await page.mouse.move(p.x, p.y, { steps: 3 });
+    await page.waitForFunction(() => {
+      const c = document.querySelector('[data-sg=preview]');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 3; i < d.length; i += 4) if (d[i]) return true;
+      return false;
+    }, null, { timeout: 30_000 });
+    const preview = await painted(page, 'preview');
+    const before = await decodes();
+    await page.mouse.move(p.x, p.y); // the same spot again: no new preview decode either
+    await page.mouse.down();
+    await page.mouse.up();
+    await settled(page);
+    assert.equal(await decodes(), before, 'the click sent no decode');
+    const mask = await painted(page, 'mask');
+    assert.ok(area(mask) > 0, 'a mask is drawn');
+    assert.deepEqual(bitmap(mask), bitmap(preview), 'the mask is the preview\'s');
+    assert.equal((await page.locator('.sg-candidate .sg-score').allTextContents()).length, 3);
+    // A click as the pointer arrives: the hover decode it starts answers the click too.
+    const q = await at(page, 0.6, 0.35);
+    const n = await decodes();
+    await page.mouse.click(q.x, q.y);
+    await settled(page);
+    assert.equal(await decodes(), n + 1, 'one decode for the move and the click');
+    assert.notDeepEqual(bitmap(await painted(page, 'mask')), bitmap(mask), 'the second point changed the mask');
+    await page.mouse.move(0, 0);
+    await page.keyboard.press('Escape');
+    await settled(page);
+  });
+
   it('logged no errors', () => {
     assert.deepEqual(errors, []);
   });

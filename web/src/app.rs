@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::{Array, Uint8Array};
-use segany_predict::{Point, Prediction};
+use segany_predict::{Point, Prediction, Prompt};
 use serde::Serialize as _;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
@@ -234,12 +234,12 @@ struct ModelList {
 }
 
 /// What a decode in flight was for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Job {
     /// An edit of the draft at this revision.
     Edit(u64),
-    /// A hover preview at this revision and point.
-    Hover(u64, Point),
+    /// A hover preview at this revision and point, of this prompt.
+    Hover(u64, Point, Rc<Prompt>),
 }
 
 /// A pointer press not released yet.
@@ -304,7 +304,8 @@ struct App {
     queued_edit: Option<DecodeRequest>,
     queued_hover: Option<(u64, Point)>,
     hover: Option<Point>,
-    preview: Option<(u64, Point, Rc<Prediction>)>,
+    /// The last hover preview: revision, point, prompt and prediction.
+    preview: Option<(u64, Point, Rc<Prompt>, Rc<Prediction>)>,
     press: Option<Press>,
     /// Background network work (weights, embedding) under way.
     loading: u32,
@@ -1356,7 +1357,7 @@ impl App {
                 // A hover preview that no longer answers the draft (a click came meanwhile) is
                 // not even read: its masks are megabytes.
                 let stale = match job {
-                    Job::Hover(revision, at) => {
+                    Job::Hover(revision, at, _) => {
                         self.session.as_ref().is_none_or(|s| s.revision() != revision) || self.hover.is_none_or(|h| (h.x, h.y) != (at.x, at.y))
                     }
                     Job::Edit(_) => false,
@@ -1373,7 +1374,7 @@ impl App {
                                         s.apply_prediction(revision, p);
                                     }
                                 }
-                                Job::Hover(revision, point) => self.preview = Some((revision, point, Rc::new(p))),
+                                Job::Hover(revision, point, prompt) => self.preview = Some((revision, point, prompt, Rc::new(p))),
                             }
                         }
                         Err(e) => self.error(&e),
@@ -1428,7 +1429,7 @@ impl App {
         } else {
             return self.pump_hover();
         };
-        self.send_decode(prompt, job);
+        self.send_decode(&prompt, job);
     }
 
     fn pump_hover(&mut self) {
@@ -1437,14 +1438,18 @@ impl App {
         if revision != session.revision() || self.press.is_some() {
             return;
         }
-        let prompt = session.prompt_with(Some(point));
-        self.send_decode(prompt, Job::Hover(revision, point));
+        // The preview of this very point is on show already (the pointer moved without moving).
+        if self.preview.as_ref().is_some_and(|(r, at, ..)| *r == revision && *at == point) {
+            return;
+        }
+        let prompt = Rc::new(session.prompt_with(Some(point)));
+        self.send_decode(&prompt, Job::Hover(revision, point, prompt.clone()));
     }
 
-    fn send_decode(&mut self, prompt: segany_predict::Prompt, job: Job) {
+    fn send_decode(&mut self, prompt: &Prompt, job: Job) {
         let id = self.next_id;
         self.next_id += 1;
-        let msg = message("decode", &[("client", self.client.into()), ("id", id.into()), ("prompt", prompt_to_js(&prompt))]);
+        let msg = message("decode", &[("client", self.client.into()), ("id", id.into()), ("prompt", prompt_to_js(prompt))]);
         hub::post(msg, Array::new());
         self.in_flight = Some((id, job));
     }
@@ -1464,10 +1469,34 @@ impl App {
 
     fn request(&mut self, request: Option<DecodeRequest>) {
         if let Some(r) = request {
-            self.queued_edit = Some(r);
+            self.answer_or_queue(r);
             self.preview = None;
             self.pump();
         }
+    }
+
+    /// Queues the decode of an edit, unless the hover preview decodes or decoded that very prompt
+    /// (a click where the pointer rested: the same points, mask input and label): that decode
+    /// answers the edit, at once or when it ends, instead of a second one after it.
+    fn answer_or_queue(&mut self, req: DecodeRequest) {
+        if let Some((.., prompt, p)) = &self.preview
+            && **prompt == req.prompt
+        {
+            let p = p.clone();
+            self.queued_edit = None;
+            if let Some(s) = &mut self.session {
+                s.apply_prediction(req.revision, p);
+            }
+            return;
+        }
+        if let Some((id, Job::Hover(.., prompt))) = &self.in_flight
+            && **prompt == req.prompt
+        {
+            self.in_flight = Some((*id, Job::Edit(req.revision)));
+            self.queued_edit = None;
+            return;
+        }
+        self.queued_edit = Some(req);
     }
 
     /// Image pixel under a pointer event.
@@ -1569,7 +1598,7 @@ impl App {
     }
 
     fn render(&mut self) {
-        let pending = self.loading + self.awaiting_weights as u32 + self.in_flight.map_or(0, |(_, j)| matches!(j, Job::Edit(_)) as u32) + self.queued_edit.is_some() as u32;
+        let pending = self.loading + self.awaiting_weights as u32 + self.in_flight.as_ref().map_or(0, |(_, j)| matches!(j, Job::Edit(_)) as u32) + self.queued_edit.is_some() as u32;
         self.ui.app.set_attribute("data-pending", &pending.to_string()).ok();
         self.ui.app.set_attribute("data-ready", if self.embedding_ready { "1" } else { "0" }).ok();
         if self.session.is_some() {
@@ -1673,7 +1702,7 @@ impl App {
     fn render_preview(&mut self) {
         let Some(session) = &self.session else { return };
         let current = match (&self.preview, self.hover) {
-            (Some((rev, at, p)), Some(hover))
+            (Some((rev, at, _, p)), Some(hover))
                 if *rev == session.revision() && self.press.is_none() && at.x == hover.x && at.y == hover.y =>
             {
                 Some(p)

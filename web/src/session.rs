@@ -147,13 +147,14 @@ impl Session {
 
     /// The decoder's answer for `revision`; ignored (false) when the draft has changed since.
     /// The candidate with the highest predicted IoU is chosen.
-    pub fn apply_prediction(&mut self, revision: u64, prediction: Prediction) -> bool {
+    pub fn apply_prediction(&mut self, revision: u64, prediction: impl Into<Rc<Prediction>>) -> bool {
         if revision != self.revision || self.state.draft.is_empty() {
             return false;
         }
+        let prediction = prediction.into();
         let best = best_index(&prediction.iou_predictions);
         let d = &mut self.state.draft;
-        d.prediction = Some(Rc::new(prediction));
+        d.prediction = Some(prediction);
         d.selected = best;
         true
     }
