@@ -458,7 +458,8 @@ impl Predictor {
     fn shard_low_rows(&self) -> std::ops::Range<usize> {
         let (index, count) = self.shard;
         let grid = self.config.embedding_size();
-        let rows = index * grid / count..(index + 1) * grid / count;
+        // Only the CPU decoder shards (`set_shard`); its bands of grid rows.
+        let rows = self.cpu.as_ref().map_or(0..grid, |cpu| cpu.band(index, count));
         let per = LOW_RES / grid;
         per * rows.start..per * rows.end
     }
@@ -524,7 +525,7 @@ impl Predictor {
         let upscaler = self.upscaler(&emb.meta);
         let mut masks = vec![0u8; n * oh * ow];
         // Rows made already, copied in; the rows between them (all, when none) left to make.
-        let mut made: Vec<&ShardMasks> = made.iter().filter(|m| m.rows.end <= oh && m.masks.len() == n * m.rows.len() * ow).collect();
+        let mut made: Vec<&ShardMasks> = made.iter().filter(|m| !m.rows.is_empty() && m.rows.end <= oh && m.masks.len() == n * m.rows.len() * ow).collect();
         made.sort_by_key(|m| m.rows.start);
         let mut todo = Vec::new();
         let mut y = 0;
@@ -533,8 +534,7 @@ impl Predictor {
                 continue; // overlaps one taken already
             }
             todo.push(y..m.rows.start);
-            let len = m.rows.len() * ow;
-            for (plane, rows) in masks.chunks_exact_mut(oh * ow).zip(m.masks.chunks_exact(len.max(1))) {
+            for (plane, rows) in masks.chunks_exact_mut(oh * ow).zip(m.masks.chunks_exact(m.rows.len() * ow)) {
                 plane[m.rows.start * ow..m.rows.end * ow].copy_from_slice(rows);
             }
             y = m.rows.end;
