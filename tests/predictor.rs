@@ -110,3 +110,45 @@ fn shard_mask_rows_and_the_rows_between_equal_predict() {
         }
     }
 }
+
+/// The exchange of a shard that holds every grid row (the predictor's default), whose decode
+/// is abandoned at round `quit` (as when a peer fails or the decode is cancelled); until then
+/// its share is the whole.
+struct QuitsAt {
+    quit: usize,
+    rounds: usize,
+}
+
+impl segany_model::Exchange for QuitsAt {
+    fn exchange(&mut self, mine: segany_model::AttentionPartial) -> impl Future<Output = Option<Vec<segany_model::AttentionPartial>>> {
+        self.rounds += 1;
+        std::future::ready((self.rounds <= self.quit).then(|| vec![mine]))
+    }
+}
+
+/// A decode that an exchange abandons stops at that exchange (no later exchange, no masks); one
+/// that is never abandoned runs to its end.
+#[test]
+fn a_shard_stops_at_the_exchange_that_abandons_the_decode() {
+    let mut p = predictor();
+    let image = decode_image(&std::fs::read(tiny().join("image.png")).unwrap()).unwrap();
+    p.set_image(&image).unwrap();
+    let prompt = Prompt { points: vec![Point { x: 20.0, y: 30.0, label: 1 }], ..Default::default() };
+    let poll = |ex: &mut QuitsAt| {
+        let mut f = std::pin::pin!(p.decode_shard(&prompt, ex));
+        match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(out) => out.unwrap(),
+            std::task::Poll::Pending => panic!("ready exchanges never wait"),
+        }
+    };
+    for quit in 0..3 {
+        let mut ex = QuitsAt { quit, rounds: 0 };
+        assert!(poll(&mut ex).is_none(), "abandoned at round {quit}");
+        assert_eq!(ex.rounds, quit + 1, "no exchange after the one that abandoned");
+    }
+    let mut ex = QuitsAt { quit: usize::MAX, rounds: 0 };
+    let (masks, iou) = poll(&mut ex).expect("never abandoned");
+    assert_eq!(ex.rounds, 3, "three exchanges a decode");
+    assert_eq!(iou, p.predict(&prompt).unwrap().iou_predictions, "alone, its share is the whole");
+    assert!(!masks.is_empty());
+}

@@ -328,6 +328,75 @@ describe('the decoder worker with its helper', () => {
     assert.deepEqual(errors, []);
   });
 
+  it('a click elsewhere cancels the hover decode in flight: the helper stops too, and the click gets its own masks', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    // Every message between the page and its decoder worker, both ways, in order.
+    await page.addInitScript(() => {
+      window.sgLog = [];
+      const log = (dir, m) => { if (m && ['decode', 'cancel', 'decoded', 'cancelled', 'error'].includes(m.kind)) window.sgLog.push([dir, m.kind, m.id]); };
+      const post = Worker.prototype.postMessage;
+      Worker.prototype.postMessage = function (msg, ...rest) { log('to', msg); return post.call(this, msg, ...rest); };
+      window.Worker = class extends Worker {
+        constructor(...args) { super(...args); this.addEventListener('message', (e) => log('from', e.data)); }
+      };
+    });
+    await page.goto(server.url);
+    await page.waitForFunction(() => /Decoder ready/.test(document.querySelector('[data-sg=status]').textContent), null, { timeout: 60_000 });
+    await page.setInputFiles('[data-sg=file]', IMAGE);
+    await settled(page);
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    // The mask a click at B gives on its own, decoded by the worker and its helper.
+    const [fa, fb] = [[0.3, 0.35], [0.7, 0.6]];
+    const b = await at(page, ...fb);
+    await page.mouse.click(b.x, b.y);
+    await settled(page);
+    await page.mouse.move(0, 0);
+    const alone = bitmap(await painted(page, 'mask'));
+    assert.equal(await app(page).getAttribute('data-decode-workers'), cores >= 2 ? '2' : '1');
+    // The pointer comes to A (a hover decode starts), then clicks at B in the same task: the
+    // hover's prompt is not the click's, so its decode is cancelled and the click's follows.
+    let cancelled = 0;
+    for (let attempt = 0; attempt < 5 && cancelled === 0; attempt++) {
+      await page.keyboard.press('Escape');
+      await settled(page);
+      const start = await page.evaluate(() => window.sgLog.length);
+      const a = await at(page, ...fa);
+      await page.evaluate(([a, b]) => {
+        const ui = document.querySelector('[data-sg=ui]');
+        const fire = (type, p, buttons) => ui.dispatchEvent(new PointerEvent(type, { clientX: p.x, clientY: p.y, button: 0, buttons, pointerId: 1, isPrimary: true, bubbles: true }));
+        fire('pointermove', a, 0);
+        fire('pointerdown', b, 1);
+        fire('pointerup', b, 0);
+      }, [a, b]);
+      await settled(page);
+      await page.waitForFunction((n) => window.sgLog.slice(n).filter(([d, k]) => d === 'from' && (k === 'decoded' || k === 'cancelled')).length >= 2, start, { timeout: 30_000 });
+      const log = await page.evaluate((n) => window.sgLog.slice(n), start);
+      const to = log.filter(([d]) => d === 'to');
+      assert.deepEqual(to.map(([, k]) => k), ['decode', 'cancel', 'decode'], JSON.stringify(log));
+      const [hover, click] = [to[0][2], to[2][2]];
+      assert.equal(to[1][2], hover, 'the cancel names the hover decode');
+      const answers = (id) => log.filter(([d, , i]) => d === 'from' && i === id).map(([, k]) => k);
+      // Stopped, or (when it ended before the worker saw the cancel) decoded: one answer.
+      assert.ok(['cancelled', 'decoded'].includes(answers(hover).join()), JSON.stringify(log));
+      assert.deepEqual(answers(click), ['decoded'], JSON.stringify(log));
+      cancelled += answers(hover)[0] === 'cancelled';
+      assert.deepEqual(bitmap(await painted(page, 'mask')), alone, 'the click\'s masks');
+    }
+    // A decode alone cannot stop half-way; with the helper, the worker stops at an exchange.
+    if (cores >= 2) assert.ok(cancelled > 0, 'a hover decode was stopped');
+    // The helper is not taken for failed: the next click is decoded by both again.
+    await page.keyboard.press('Escape');
+    await settled(page);
+    await page.mouse.click(b.x, b.y);
+    await settled(page);
+    assert.equal(await app(page).getAttribute('data-decode-workers'), cores >= 2 ? '2' : '1');
+    assert.deepEqual(bitmap(await painted(page, 'mask')), alone);
+    await page.close();
+    assert.deepEqual(errors, []);
+  });
+
   it('runs the relaxed-SIMD decoder build in this Chromium, and the plain build gives the same masks', async () => {
     const relaxed = await session('');
     const plain = await session('?decoder_simd=plain');

@@ -301,6 +301,8 @@ struct App {
     session: Option<Session>,
     next_id: u32,
     in_flight: Option<(u32, Job)>,
+    /// The id of the hover decode in flight that this app cancelled (see `pump`).
+    cancelled: Option<u32>,
     queued_edit: Option<DecodeRequest>,
     queued_hover: Option<(u64, Point)>,
     hover: Option<Point>,
@@ -355,6 +357,7 @@ pub fn mount(root: &Element, options: Options, global_keys: bool) -> Result<Widg
         session: None,
         next_id: 1,
         in_flight: None,
+        cancelled: None,
         queued_edit: None,
         queued_hover: None,
         hover: None,
@@ -1351,8 +1354,19 @@ impl App {
                 }
                 self.pump();
             }
+            "cancelled" => {
+                // The worker dropped or stopped the hover decode this app cancelled.
+                let id = get(&data, "id").as_f64().map(|v| v as u32);
+                if self.in_flight.as_ref().is_some_and(|(e, _)| Some(*e) == id) {
+                    self.in_flight = None;
+                }
+                self.pump();
+            }
             "decoded" => {
                 let id = get(&data, "id").as_f64().unwrap_or(-1.0) as u32;
+                if self.in_flight.as_ref().is_none_or(|(e, _)| *e != id) {
+                    return; // an answer to a decode this app gave up (another image, model)
+                }
                 let Some((expected, job)) = self.in_flight.take() else { return };
                 // A hover preview that no longer answers the draft (a click came meanwhile) is
                 // not even read: its masks are megabytes.
@@ -1415,8 +1429,18 @@ impl App {
         self.ui.app.set_attribute("data-decode-workers", &workers.to_string()).ok();
     }
 
-    /// Sends the next decode if none is in flight: an edit first, else the newest hover.
+    /// Sends the next decode if none is in flight: an edit first, else the newest hover. An edit
+    /// waiting behind a hover preview's decode cancels it: the preview would be of the draft
+    /// before the edit, and the edit's decode starts as soon as the worker has stopped it (at
+    /// its next exchange with its helper: a fraction of a decode).
     fn pump(&mut self) {
+        if let Some((id, Job::Hover(..))) = &self.in_flight
+            && self.queued_edit.is_some()
+            && self.cancelled != Some(*id)
+        {
+            hub::post(message("cancel", &[("client", self.client.into()), ("id", (*id).into())]), Array::new());
+            self.cancelled = Some(*id);
+        }
         if self.in_flight.is_some() || !self.embedding_ready {
             return;
         }

@@ -5,10 +5,12 @@
 //! whose embedding or decode a message is about, `key` (the weights' URL) which decoder.
 //!
 //! page → worker: `{kind: "weights", key, bytes}`, `{kind: "embedding", client, key, bytes}`,
-//! `{kind: "decode", client, id, prompt}`, `{kind: "release", client}`.
+//! `{kind: "decode", client, id, prompt}`, `{kind: "cancel", client, id}` (a decode no longer
+//! wanted), `{kind: "release", client}`.
 //! worker → page: `{kind: "ready"}`, `{kind: "weights_loaded", key, digest, ms}`,
 //! `{kind: "embedding_set", client, header}`, `{kind: "decoded", client, id, ms, workers, prediction}`,
-//! `{kind: "error", client?, key?, id?, stage, message}`.
+//! `{kind: "cancelled", client, id}` (a cancelled decode was dropped or stopped; one that ended
+//! first answers `decoded`), `{kind: "error", client?, key?, id?, stage, message}`.
 
 use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
 use segany_predict::{Prediction, Prompt};

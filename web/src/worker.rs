@@ -14,7 +14,12 @@
 //! cannot demand of its host page; two workers and messages need nothing.
 //!
 //! Messages are handled one at a time, in order, even while a decode waits for its helper: all
-//! but `partial` and `band` go through one queue.
+//! but `partial`, `band` and `cancel` go through one queue.
+//!
+//! **Cancel.** The page cancels a hover preview's decode when a click needs the worker. A queued
+//! decode is dropped; the decode under way stops at its next exchange with the helper (and
+//! tells the helper, which stops at its own); either way the page gets `cancelled`. A decode
+//! that ends before it sees the cancel (one decoded alone never does) answers `decoded`.
 //!
 //! worker → helper: `{kind: "shard", index, count}` first, then `weights`, `embedding` (no
 //! client: the helper holds one embedding per key) and `{kind: "decode_shard", key, prompt}`;
@@ -24,6 +29,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::rc::Rc;
 
 use js_sys::{Array, Float32Array, Function, Promise, Uint8Array};
@@ -124,6 +130,9 @@ struct Ctx {
     state: RefCell<State>,
     jobs: RefCell<VecDeque<JsValue>>,
     busy: Cell<bool>,
+    /// `(client, id)` of the page's decode under way, and whether it was cancelled.
+    running: Cell<Option<(f64, f64)>>,
+    cancel: Cell<bool>,
     /// Attention shares from the other shard.
     partials: Mailbox,
     /// The helper's answer to a `decode_shard`: `band` or `error`.
@@ -139,6 +148,8 @@ pub fn start() {
         state: RefCell::default(),
         jobs: RefCell::default(),
         busy: Cell::new(false),
+        running: Cell::new(None),
+        cancel: Cell::new(false),
         partials: Mailbox::default(),
         bands: Mailbox::default(),
         helper: RefCell::new(None),
@@ -149,6 +160,7 @@ pub fn start() {
         match kind(&data).as_str() {
             // From the coordinating worker, to the decode that waits for it.
             "partial" => c.partials.put(data),
+            "cancel" => cancel(&c, &data),
             _ => enqueue(&c, data),
         }
     });
@@ -227,6 +239,21 @@ fn start_helper(ctx: &Rc<Ctx>) {
     *ctx.helper.borrow_mut() = Some(helper);
 }
 
+/// A page's `cancel` of one of its decodes: dropped if queued, stopped if under way (see the
+/// module's doc); nothing if it is done.
+fn cancel(ctx: &Rc<Ctx>, data: &JsValue) {
+    let (client, id) = (get(data, "client").as_f64(), get(data, "id").as_f64());
+    let (Some(client), Some(id)) = (client, id) else { return };
+    let this = |d: &JsValue| kind(d) == "decode" && get(d, "client").as_f64() == Some(client) && get(d, "id").as_f64() == Some(id);
+    let queued = ctx.jobs.borrow().iter().position(this);
+    if let Some(at) = queued {
+        ctx.jobs.borrow_mut().remove(at);
+        let _ = post(&ctx.scope, &message("cancelled", &[("client", client.into()), ("id", id.into())]));
+    } else if ctx.running.get() == Some((client, id)) {
+        ctx.cancel.set(true);
+    }
+}
+
 fn enqueue(ctx: &Rc<Ctx>, data: JsValue) {
     ctx.jobs.borrow_mut().push_back(data);
     if !ctx.busy.replace(true) {
@@ -264,8 +291,8 @@ fn buffer_of(bytes: &[u8]) -> JsValue {
 }
 
 /// The other shard at the end of `post`, its shares arriving in `inbox`. When it fails (an
-/// `error` instead of a share) this shard's share stands alone and `broken` is set: the decode
-/// runs to its end and is then discarded.
+/// `error`, or a `partial` without a share) `broken` is set and the decode is abandoned; so it is
+/// when `cancelled` says so, and the other shard must then be told (a share-less `partial`).
 struct PeerExchange<'a> {
     post: &'a dyn Fn(&JsValue, &Array),
     inbox: &'a Mailbox,
@@ -273,28 +300,36 @@ struct PeerExchange<'a> {
     id: f64,
     index: usize,
     broken: bool,
+    /// Whether the decode is no longer wanted: it stops at the next exchange.
+    cancelled: &'a dyn Fn() -> bool,
 }
 
 impl Exchange for PeerExchange<'_> {
-    async fn exchange(&mut self, mine: AttentionPartial) -> Vec<AttentionPartial> {
-        if self.broken {
-            return vec![mine];
-        }
-        let msg = partial_to_js(&mine);
-        js_sys::Reflect::set(&msg, &"kind".into(), &"partial".into()).expect("plain object");
-        js_sys::Reflect::set(&msg, &"id".into(), &self.id.into()).expect("plain object");
-        let transfer = Array::new();
-        for k in ["max", "sum", "values"] {
-            transfer.push(&get(&get(&msg, k), "buffer"));
-        }
-        (self.post)(&msg, &transfer);
-        match partial_from_js(&self.inbox.take(self.id).await) {
-            Some(theirs) if self.index == 0 => vec![mine, theirs],
-            Some(theirs) => vec![theirs, mine],
-            None => {
-                self.broken = true;
-                vec![mine]
+    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Option<Vec<AttentionPartial>>> {
+        // Posted now: the decoder works on while it travels.
+        let go = !self.broken && !(self.cancelled)();
+        if go {
+            let msg = partial_to_js(&mine);
+            js_sys::Reflect::set(&msg, &"kind".into(), &"partial".into()).expect("plain object");
+            js_sys::Reflect::set(&msg, &"id".into(), &self.id.into()).expect("plain object");
+            let transfer = Array::new();
+            for k in ["max", "sum", "values"] {
+                transfer.push(&get(&get(&msg, k), "buffer"));
             }
+            (self.post)(&msg, &transfer);
+        }
+        async move {
+            if !go {
+                return None;
+            }
+            let Some(theirs) = partial_from_js(&self.inbox.take(self.id).await) else {
+                self.broken = true;
+                return None;
+            };
+            if (self.cancelled)() {
+                return None;
+            }
+            Some(if self.index == 0 { vec![mine, theirs] } else { vec![theirs, mine] })
         }
     }
 }
@@ -371,11 +406,10 @@ async fn handle(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
             let to_parent = |msg: &JsValue, transfer: &Array| {
                 let _ = scope.post_message_with_transfer(msg, transfer);
             };
-            let mut exchange = PeerExchange { post: &to_parent, inbox: &ctx.partials, id, index, broken: false };
-            let (masks, iou) = decoder.decode_shard(&prompt, &mut exchange).await?;
-            if exchange.broken {
-                return Err("the coordinating worker's share did not arrive".into());
-            }
+            let mut exchange = PeerExchange { post: &to_parent, inbox: &ctx.partials, id, index, broken: false, cancelled: &|| false };
+            let Some((masks, iou)) = decoder.decode_shard(&prompt, &mut exchange).await? else {
+                return Err("the coordinating worker abandoned the decode".into());
+            };
             let made = decoder.shard_masks(&masks, iou.len())?;
             let (masks, iou) = (Float32Array::from(&masks[..]), Float32Array::from(&iou[..]));
             let rows = Array::of2(&(made.rows.start as f64).into(), &(made.rows.end as f64).into());
@@ -385,7 +419,13 @@ async fn handle(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
             let msg = message("band", &fields);
             scope.post_message_with_transfer(&msg, &transfer).map_err(|e| format!("{e:?}"))
         }
-        "decode" => decode(ctx, data).await,
+        "decode" => {
+            ctx.running.set(Some((get(data, "client").as_f64().unwrap_or(-1.0), get(data, "id").as_f64().unwrap_or(-1.0))));
+            let done = decode(ctx, data).await;
+            ctx.running.set(None);
+            ctx.cancel.set(false);
+            done
+        }
         "release" => {
             let client = client(data)?;
             let mut state = ctx.state.borrow_mut();
@@ -438,21 +478,31 @@ async fn decode(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
             let fields = [("key", key.clone().into()), ("id", id.into()), ("prompt", prompt_js)];
             h.post(&message("decode_shard", &fields), Array::new());
             let to_helper = |msg: &JsValue, transfer: &Array| h.post(msg, transfer.clone());
-            let mut exchange = PeerExchange { post: &to_helper, inbox: &ctx.partials, id, index: 0, broken: false };
+            let cancelled = || ctx.cancel.get();
+            let mut exchange = PeerExchange { post: &to_helper, inbox: &ctx.partials, id, index: 0, broken: false, cancelled: &cancelled };
             let mine = decoder.decode_shard(&prompt, &mut exchange).await;
-            if mine.is_err() && !exchange.broken {
-                // Should the helper still wait for a share of ours: there is none.
+            let wanted = !ctx.cancel.get();
+            if !(wanted && matches!(mine, Ok(Some(_)))) && !exchange.broken {
+                // Should the helper still wait for a share of ours: there is none (it stops).
                 h.post(&message("partial", &[("id", id.into())]), Array::new());
             }
             // This band's mask rows while the helper makes its own.
-            let mine = mine.and_then(|(masks, iou)| Ok((decoder.shard_masks(&masks, iou.len())?, masks, iou)));
-            // The helper answers every decode_shard (its band, or the same error as ours).
+            let mine = match mine {
+                Ok(Some((masks, iou))) if wanted => decoder.shard_masks(&masks, iou.len()).map(|made| Some((made, masks, iou))),
+                Ok(_) => Ok(None),
+                Err(e) => Err(e),
+            };
+            // The helper answers every decode_shard (its band, or an error: it failed or stopped).
             let answer = ctx.bands.take(id).await;
             h.in_flight.set(None);
-            let (made, masks, iou) = mine?;
+            if !wanted {
+                let fields = [("client", client.into()), ("id", get(data, "id"))];
+                return post(scope, &message("cancelled", &fields));
+            }
+            let mine = mine?;
             let theirs = get(&answer, "masks").dyn_into::<Float32Array>().ok().map(|a| a.to_vec());
-            match theirs {
-                Some(band) if !exchange.broken && kind(&answer) == "band" => {
+            match (mine, theirs) {
+                (Some((made, masks, iou)), Some(band)) if !exchange.broken && kind(&answer) == "band" => {
                     let made = [Some(made), shard_masks_from_js(&answer)];
                     decoder.prediction_from_shards(&[&masks, &band], &made.into_iter().flatten().collect::<Vec<_>>(), iou)?
                 }

@@ -43,7 +43,11 @@
 //!   shard computes its band's share ([`AttentionPartial`]: per query row the maximum score, the
 //!   sum of exponentials and the exponential-weighted values), the shards swap shares through an
 //!   [`Exchange`], and every shard merges all of them in shard order, so that the prompt-token
-//!   path stays identical on every shard. A shard's output is its band of the masks.
+//!   path stays identical on every shard. A shard's output is its band of the masks. The
+//!   upscaling's first transposed convolution needs no other shard's share, so it is made
+//!   between posting the final attention's share and merging the others' (which a slower shard
+//!   may still be computing). An exchange can abandon the decode (a shard failed, or the
+//!   decode was cancelled): the shard stops there.
 //!
 //! Layouts are row-major and token-major: image features are `[h·w, C]` (row `y·w + x`).
 
@@ -414,9 +418,11 @@ impl AttentionPartial {
 /// How shards swap their [`AttentionPartial`]s: three times per decode, in the same order on
 /// every shard.
 pub trait Exchange {
-    /// Gives this shard's share to every shard; resolves to all shards' shares in shard order
-    /// (this one's included).
-    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Vec<AttentionPartial>>;
+    /// Gives this shard's share to every shard when called, not when first polled (the decoder
+    /// works on while the shares travel); resolves to all shards' shares in shard order (this
+    /// one's included), or to `None` when the decode is abandoned (another shard failed, or the
+    /// decode is no longer wanted): the decoder then stops.
+    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Option<Vec<AttentionPartial>>>;
 }
 
 /// The exchange of a decoder that is its only shard.
@@ -424,8 +430,8 @@ pub trait Exchange {
 pub struct Alone;
 
 impl Exchange for Alone {
-    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Vec<AttentionPartial>> {
-        std::future::ready(vec![mine])
+    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Option<Vec<AttentionPartial>>> {
+        std::future::ready(Some(vec![mine]))
     }
 }
 
@@ -438,13 +444,13 @@ struct LocalExchange {
 }
 
 impl Exchange for LocalExchange {
-    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Vec<AttentionPartial>> {
+    fn exchange(&mut self, mine: AttentionPartial) -> impl Future<Output = Option<Vec<AttentionPartial>>> {
         let (round, board) = (self.round, self.board.clone());
         self.round += 1;
         board.borrow_mut()[round][self.shard] = Some(mine);
         std::future::poll_fn(move |_| {
             let b = board.borrow();
-            if b[round].iter().all(Option::is_some) { Poll::Ready(b[round].iter().flatten().cloned().collect()) } else { Poll::Pending }
+            if b[round].iter().all(Option::is_some) { Poll::Ready(Some(b[round].iter().flatten().cloned().collect())) } else { Poll::Pending }
         })
     }
 }
@@ -1016,14 +1022,15 @@ impl CpuDecoder {
     /// multimask, `0..4` all). `ctx` must hold every grid row ([`CpuDecoder::prepare`]).
     pub fn decode(&self, ctx: &ImageContext, sparse: &[f32], dense: DensePrompt, masks: Range<usize>) -> CpuDecoderOutput {
         assert_eq!(ctx.rows, 0..self.grid[0], "a decode alone needs the context of every grid row");
-        now_or_never(self.decode_shard(ctx, sparse, dense, masks, &mut Alone))
+        now_or_never(self.decode_shard(ctx, sparse, dense, masks, &mut Alone)).expect("a decode alone is never abandoned")
     }
 
     /// Decodes one prompt as one shard of several, each with the context of its band of grid
     /// rows ([`CpuDecoder::prepare_rows`]) and the same prompt (`dense`: the whole mask prompt),
     /// swapping attention shares through `exchange`. Returns the band's rows of the masks
-    /// (`[M, 4·rows, 4w]`) and the IoU predictions (the same on every shard).
-    pub async fn decode_shard(&self, ctx: &ImageContext, sparse: &[f32], dense: DensePrompt<'_>, masks: Range<usize>, exchange: &mut impl Exchange) -> CpuDecoderOutput {
+    /// (`[M, 4·rows, 4w]`) and the IoU predictions (the same on every shard), or `None` when an
+    /// exchange abandoned the decode (it stops there).
+    pub async fn decode_shard(&self, ctx: &ImageContext, sparse: &[f32], dense: DensePrompt<'_>, masks: Range<usize>, exchange: &mut impl Exchange) -> Option<CpuDecoderOutput> {
         let c = self.dim;
         let [_, w] = self.grid;
         let all = self.grid[0] * w;
@@ -1111,10 +1118,10 @@ impl CpuDecoder {
             let o = if low_rank {
                 let (k, v) = (Projection::new(&b.image_w, 0, n, image_pe), Projection::new(&b.image_w, ci, n, image_pe));
                 let share = low_rank_partial(nt, &keys, tokens, c, ci, b.t2i.heads, &q, k);
-                low_rank_output(&AttentionPartial::merge(&exchange.exchange(share).await), nt, c, ci, b.t2i.heads, v)
+                low_rank_output(&AttentionPartial::merge(&exchange.exchange(share).await?), nt, c, ci, b.t2i.heads, v)
             } else {
                 let share = attend_partial(nt, tokens, ci, b.t2i.heads, &q, (g, n), (&g[ci..], n));
-                heads_to_columns(&AttentionPartial::merge(&exchange.exchange(share).await), nt, b.t2i.heads)
+                heads_to_columns(&AttentionPartial::merge(&exchange.exchange(share).await?), nt, b.t2i.heads)
             };
             add(&mut queries, &b.t2i.out.forward(&o, nt));
             n2.rows(&mut queries);
@@ -1146,23 +1153,32 @@ impl CpuDecoder {
         let ci = fa.internal();
         let q = fa.q.forward(&sum(&queries, &pick(&query_pe)), nq);
         let final_pe = band_pe(&self.final_pe);
-        let o = if self.low_rank(fa.heads, nq, ci) {
-            let (k, v) = (Projection::new(&self.final_w, 0, 2 * ci, final_pe), Projection::new(&self.final_w, ci, 2 * ci, final_pe));
-            let share = low_rank_partial(nq, &keys, tokens, c, ci, fa.heads, &q, k);
-            low_rank_output(&AttentionPartial::merge(&exchange.exchange(share).await), nq, c, ci, fa.heads, v)
+        let low_rank = self.low_rank(fa.heads, nq, ci);
+        let share = if low_rank {
+            let k = Projection::new(&self.final_w, 0, 2 * ci, final_pe);
+            low_rank_partial(nq, &keys, tokens, c, ci, fa.heads, &q, k)
         } else {
             let mut g = final_pe.to_vec();
             gemm(tokens, 2 * ci, c, &keys, c, &self.final_w, (2 * ci, 1), &mut g, 2 * ci, true, 1.0);
-            let share = attend_partial(nq, tokens, ci, fa.heads, &q, (&g, 2 * ci), (&g[ci..], 2 * ci));
-            heads_to_columns(&AttentionPartial::merge(&exchange.exchange(share).await), nq, fa.heads)
+            attend_partial(nq, tokens, ci, fa.heads, &q, (&g, 2 * ci), (&g[ci..], 2 * ci))
+        };
+        // The share is on its way; the first transposed convolution of the band needs no other
+        // shard's, so it is made while theirs travel (and while a slower shard finishes its own).
+        let shares = exchange.exchange(share);
+        let upscaled = self.upscale_first(&keys, keys_h, ctx.rows.len());
+        let merged = AttentionPartial::merge(&shares.await?);
+        let o = if low_rank {
+            low_rank_output(&merged, nq, c, ci, fa.heads, Projection::new(&self.final_w, ci, 2 * ci, final_pe))
+        } else {
+            heads_to_columns(&merged, nq, fa.heads)
         };
         add(&mut queries, &fa.out.forward(&o, nq));
         self.norm_final.rows(&mut queries);
 
         let hyper: Vec<Vec<f32>> = masks.clone().enumerate().map(|(i, m)| self.hypernetworks[m].forward(&queries[(1 + i) * c..(2 + i) * c], 1)).collect();
         let iou_all = self.iou_head.forward(&queries[..c], 1);
-        let masks_out = self.upscale_masks(&keys, keys_h, ctx.rows.len(), &hyper);
-        CpuDecoderOutput { masks: masks_out, iou_pred: iou_all[masks].to_vec() }
+        let masks_out = self.upscale_masks(upscaled, ctx.rows.len(), &hyper);
+        Some(CpuDecoderOutput { masks: masks_out, iou_pred: iou_all[masks].to_vec() })
     }
 
     /// Decodes one prompt as `ctxs.len()` shards in this thread, taking turns at each exchange,
@@ -1170,7 +1186,7 @@ impl CpuDecoder {
     pub fn decode_sharded_locally(&self, ctxs: &[ImageContext], sparse: &[f32], dense: DensePrompt, masks: Range<usize>) -> CpuDecoderOutput {
         let board = Rc::new(RefCell::new(vec![vec![None; ctxs.len()]; 3]));
         let mut exchanges: Vec<LocalExchange> = (0..ctxs.len()).map(|shard| LocalExchange { shard, round: 0, board: board.clone() }).collect();
-        let mut shards: Vec<Pin<Box<dyn Future<Output = CpuDecoderOutput> + '_>>> =
+        let mut shards: Vec<Pin<Box<dyn Future<Output = Option<CpuDecoderOutput>> + '_>>> =
             ctxs.iter().zip(&mut exchanges).map(|(ctx, ex)| Box::pin(self.decode_shard(ctx, sparse, dense, masks.clone(), ex)) as Pin<Box<_>>).collect();
         let mut done: Vec<Option<CpuDecoderOutput>> = vec![None; ctxs.len()];
         let mut cx = Context::from_waker(Waker::noop());
@@ -1180,7 +1196,7 @@ impl CpuDecoder {
                 if d.is_none()
                     && let Poll::Ready(out) = f.as_mut().poll(&mut cx)
                 {
-                    *d = Some(out);
+                    *d = Some(out.expect("local shards are never abandoned"));
                 }
             }
         }
@@ -1190,14 +1206,13 @@ impl CpuDecoder {
         CpuDecoderOutput { masks: join_bands(&bands, masks.len()), iou_pred: outs[0].iou_pred.clone() }
     }
 
-    /// The output upscaling of a band of `h` grid rows of image tokens `[h·w, C]` and each
-    /// hypernetwork vector's dot product with it → `[M, 4h, 4w]`. `keys_h`: `keys·W1` when made
-    /// already ([`Fold`]).
-    fn upscale_masks(&self, keys: &[f32], keys_h: Option<Vec<f32>>, h: usize, hyper: &[Vec<f32>]) -> Vec<f32> {
-        let w = self.grid[1];
-        let tokens = h * w;
+    /// The output upscaling's first transposed convolution, LayerNorm2d and GELU of a band of
+    /// `h` grid rows of image tokens `[h·w, C]` → `[4·h·w, c1]`, row `(y·w + x)·4 + dy·2 + dx`
+    /// pixel `(2y + dy, 2x + dx)`. `keys_h`: `keys·W1` when made already ([`Fold`]).
+    fn upscale_first(&self, keys: &[f32], keys_h: Option<Vec<f32>>, h: usize) -> Vec<f32> {
+        let tokens = h * self.grid[1];
         let up = &self.upscaling;
-        let (c1, c2) = (up.b1.len(), up.b2.len());
+        let c1 = up.b1.len();
         let mut u1 = match keys_h {
             Some(mut u1) => {
                 u1.chunks_exact_mut(c1).for_each(|px| add(px, &up.b1));
@@ -1213,7 +1228,17 @@ impl CpuDecoder {
             layer_norm(px, &up.ln.g, &up.ln.b, LN2D_EPS);
             gelu_slice(px);
         });
-        // u1 is now `[4·h·w, c1]`: row `(y·w + x)·4 + dy·2 + dx` is pixel `(2y + dy, 2x + dx)`.
+        u1
+    }
+
+    /// The rest of the output upscaling of a band of `h` grid rows ([`CpuDecoder::upscale_first`]'s
+    /// `u1`: the second transposed convolution and GELU) and each hypernetwork vector's dot
+    /// product with it → `[M, 4h, 4w]`.
+    fn upscale_masks(&self, u1: Vec<f32>, h: usize, hyper: &[Vec<f32>]) -> Vec<f32> {
+        let w = self.grid[1];
+        let tokens = h * w;
+        let up = &self.upscaling;
+        let (c1, c2) = (up.b1.len(), up.b2.len());
         let (lh, lw) = (4 * h, 4 * w);
         let plane = lh * lw;
         let mut out = vec![0f32; hyper.len() * plane];

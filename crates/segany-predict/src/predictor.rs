@@ -488,17 +488,18 @@ impl Predictor {
     /// This shard's part of a prediction on the current image: its band of the low-resolution
     /// logits (`[N, rows, 256]`) and the IoU predictions. Every shard (see
     /// [`Predictor::set_shard`]) decodes the same prompt with exchanges that connect them.
-    pub async fn decode_shard(&self, prompt: &Prompt, exchange: &mut impl Exchange) -> Result<(Vec<f32>, Vec<f32>), PredictError> {
+    /// `Ok(None)`: an exchange abandoned the decode ([`Exchange::exchange`]).
+    pub async fn decode_shard(&self, prompt: &Prompt, exchange: &mut impl Exchange) -> Result<Option<(Vec<f32>, Vec<f32>)>, PredictError> {
         let emb = self.embedding.as_ref().ok_or(PredictError::NoImage)?;
         self.check_embedding(&emb.meta, emb.dims().iter().product())?;
         self.validate(prompt, emb.meta.original_size)?;
         let (Some(cpu), Some(ctx)) = (&self.cpu, self.prepare(emb)) else {
             // Off the CPU a predictor is its only shard (`set_shard` refuses otherwise).
-            return self.decode(emb, prompt);
+            return self.decode(emb, prompt).map(Some);
         };
         let (sparse, dense, range) = self.cpu_prompt(cpu, prompt, emb.meta.original_size);
         let out = cpu.decode_shard(ctx, &sparse, dense, range, exchange).await;
-        Ok((out.masks, out.iou_pred))
+        Ok(out.map(|out| (out.masks, out.iou_pred)))
     }
 
     /// The CPU decoder's inputs for a validated prompt: the sparse embeddings, the mask prompt

@@ -71,8 +71,9 @@ impl DecoderSession {
     }
 
     /// This shard's band of the low-resolution logits and the IoU predictions for `prompt`;
-    /// every shard decodes the same prompt, connected by `exchange`.
-    pub async fn decode_shard(&self, prompt: &Prompt, exchange: &mut impl Exchange) -> Result<(Vec<f32>, Vec<f32>), String> {
+    /// every shard decodes the same prompt, connected by `exchange`; `Ok(None)` when an exchange
+    /// abandoned the decode.
+    pub async fn decode_shard(&self, prompt: &Prompt, exchange: &mut impl Exchange) -> Result<Option<(Vec<f32>, Vec<f32>)>, String> {
         self.predictor.decode_shard(prompt, exchange).await.map_err(|e| e.to_string())
     }
 

@@ -139,7 +139,7 @@ fn decoder_from_a_wire_embedding_matches_the_reference_for_every_prompt_kind() {
 struct Board(std::rc::Rc<std::cell::RefCell<Vec<[Option<AttentionPartial>; 2]>>>, usize, usize);
 
 impl Exchange for Board {
-    fn exchange(&mut self, mine: AttentionPartial) -> impl std::future::Future<Output = Vec<AttentionPartial>> {
+    fn exchange(&mut self, mine: AttentionPartial) -> impl std::future::Future<Output = Option<Vec<AttentionPartial>>> {
         let (board, shard, round) = (self.0.clone(), self.1, self.2);
         self.2 += 1;
         {
@@ -150,7 +150,7 @@ impl Exchange for Board {
             b[round][shard] = Some(mine);
         }
         std::future::poll_fn(move |_| match &board.borrow()[round] {
-            [Some(a), Some(b)] => std::task::Poll::Ready(vec![a.clone(), b.clone()]),
+            [Some(a), Some(b)] => std::task::Poll::Ready(Some(vec![a.clone(), b.clone()])),
             _ => std::task::Poll::Pending,
         })
     }
@@ -183,10 +183,10 @@ fn two_decoder_shards_together_match_the_reference_for_every_prompt_kind() {
                 let (mut r0, mut r1) = (None, None);
                 for _turn in 0..8 {
                     if r0.is_none() && let std::task::Poll::Ready(r) = f0.as_mut().poll(&mut cx) {
-                        r0 = Some(r.unwrap());
+                        r0 = Some(r.unwrap().expect("never abandoned"));
                     }
                     if r1.is_none() && let std::task::Poll::Ready(r) = f1.as_mut().poll(&mut cx) {
-                        r1 = Some(r.unwrap());
+                        r1 = Some(r.unwrap().expect("never abandoned"));
                     }
                 }
                 let ((m0, iou0), (m1, iou1)) = (r0.expect("shard 0 finished"), r1.expect("shard 1 finished"));
