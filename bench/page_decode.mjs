@@ -17,8 +17,11 @@
 // The page runs three times: as users get it (the decoder worker with its helper on 2+ cores, in
 // its relaxed-SIMD build where the browser has relaxed SIMD, as this Chromium has), with
 // `?decoder_simd=plain` (the build browsers without relaxed SIMD get), and with
-// `?decoder_workers=1` (the worker alone). `--rounds N` repeats all five runs N times,
-// onnxruntime-web first in every other round, and reports each round's ratios.
+// `?decoder_workers=1` (the worker alone). Each round starts with a paired run: the page and
+// onnxruntime-web on 1 thread open side by side, every click made on both in turn (the order
+// alternating), so that a slow spell of the machine falls on both sides of a pair; it reports
+// the ratio of the medians and the median of the click-by-click ratios. `--rounds N` repeats all
+// of it N times, onnxruntime-web first in every other round, and reports each round's ratios.
 // The page's figure is the worker's own timing of one decode (data-decode-ms), from prompt to
 // masks at image size; onnxruntime-web's is session.run on the same inputs. The pointer rests on
 // each spot until its hover preview is decoded, then clicks: the click takes that decode's masks.
@@ -59,7 +62,16 @@ function startSegany() {
   return serve(['--checkpoint', opt.checkpoint, ...(opt.config ? ['--config', opt.config] : [])], opt.bin);
 }
 
-async function ourPage(browser, url) {
+/** Waits until `page` has drawn what the last click changed and its main thread is idle, so
+ *  that the drawing is not timed on the next click (of the other side, in a paired run). No
+ *  longer: after 100 ms more of idling, every figure of a run grew (the page's 2-worker decode
+ *  by ~30%, onnxruntime-web's by ~10%; `…T140255.json`). */
+const quiet = (page) => page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() =>
+  requestIdleCallback(resolve, { timeout: 1000 })))));
+
+/** The page at `url` with the image open: `click(scenario, i)` makes click `i` of a scenario's
+ *  walk and resolves to its decode time (ms). */
+async function ourClicks(browser, url) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   await page.goto(url);
   await page.waitForFunction(() => /Decoder ready/.test(document.querySelector('[data-sg=status]').textContent), null, { timeout: 300_000 });
@@ -74,41 +86,39 @@ async function ourPage(browser, url) {
   await settled();
   const size = await page.evaluate(() => { const c = document.querySelector('[data-sg=image]'); return [c.height, c.width]; });
   const box = await page.locator('[data-sg=ui]').boundingBox();
-  const times = {};
-  for (const [scenario, restart] of Object.entries(SCENARIOS)) {
-    await page.keyboard.press('Escape');
-    const t = [];
-    for (const [i, [fx, fy]] of walk.entries()) {
-      if (restart(i)) await page.keyboard.press('Escape');
-      // The pointer comes to rest on the spot and its hover preview is decoded; then the click,
-      // which takes that decode's masks (the same prompt) without a decode of its own. So each
-      // decode is timed alone, as a user resting before clicking gets it: clicking as the
-      // pointer arrives would time the decode while the page handles the click beside it.
-      await page.evaluate(() => {
-        window.sgDecoded = new Promise((resolve) => new MutationObserver((_, o) => { o.disconnect(); resolve(); })
-          .observe(document.querySelector('.sg-app'), { attributes: true, attributeFilter: ['data-decode-ms'] }));
-      });
-      const [x, y] = [box.x + fx * box.width, box.y + fy * box.height];
-      await page.mouse.move(x, y);
-      await page.evaluate(() => window.sgDecoded);
-      await page.mouse.down();
-      await page.mouse.up();
-      await settled();
-      t.push(Number(await page.locator('.sg-app').getAttribute('data-decode-ms')));
-      await page.mouse.move(box.x + box.width + 50, box.y); // off the canvas: no hover decodes between clicks
-    }
-    times[scenario] = t.slice(WARMUP);
-  }
-  await page.close();
-  return { size, times };
+  const click = async (scenario, i) => {
+    if (i === 0 || SCENARIOS[scenario](i)) await page.keyboard.press('Escape');
+    const [fx, fy] = walk[i];
+    // The pointer comes to rest on the spot and its hover preview is decoded; then the click,
+    // which takes that decode's masks (the same prompt) without a decode of its own. So each
+    // decode is timed alone, as a user resting before clicking gets it: clicking as the
+    // pointer arrives would time the decode while the page handles the click beside it.
+    await page.evaluate(() => {
+      window.sgDecoded = new Promise((resolve) => new MutationObserver((_, o) => { o.disconnect(); resolve(); })
+        .observe(document.querySelector('.sg-app'), { attributes: true, attributeFilter: ['data-decode-ms'] }));
+    });
+    const [x, y] = [box.x + fx * box.width, box.y + fy * box.height];
+    await page.mouse.move(x, y);
+    await page.evaluate(() => window.sgDecoded);
+    await page.mouse.down();
+    await page.mouse.up();
+    await settled();
+    const ms = Number(await page.locator('.sg-app').getAttribute('data-decode-ms'));
+    await page.mouse.move(box.x + box.width + 50, box.y); // off the canvas: no hover decodes between clicks
+    await quiet(page);
+    return ms;
+  };
+  return { page, size, click };
 }
 
-
-async function ortPage(browser, url, [h, w], threads) {
+/** onnxruntime-web on `threads` threads in a page of its own: `click(scenario, i)` runs the
+ *  official decoder on click `i`'s prompt (the points so far, the previous best mask) and
+ *  resolves to session.run's time (ms). */
+async function ortClicks(browser, url, [h, w], threads) {
   const page = await browser.newPage();
   await page.goto(url);
   await page.waitForFunction(() => typeof ort !== 'undefined');
-  const result = await page.evaluate(async ({ h, w, threads, walk, warmup, perObject }) => {
+  const isolated = await page.evaluate(async ({ h, w, threads }) => {
     ort.env.wasm.wasmPaths = '/ort/';
     ort.env.wasm.numThreads = threads;
     const session = await ort.InferenceSession.create('/model.onnx', { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
@@ -117,40 +127,82 @@ async function ortPage(browser, url, [h, w], threads) {
     let s = 1;
     for (let i = 0; i < embedding.length; i++) { s = (s * 1103515245 + 12345) % 2147483648; embedding[i] = s / 2147483648 - 0.5; }
     const scale = 1024 / Math.max(h, w);
-    const times = {};
-    for (const [scenario, restart] of [['objects', (i) => i > 0 && i % perObject === 0], ['long', () => false]]) {
-    let points = [];
-    let mask = new Float32Array(256 * 256);
-    let hasMask = 0;
-    const t = [];
-    for (const [i, [fx, fy]] of walk.entries()) {
-      if (restart(i)) { points = []; mask = new Float32Array(256 * 256); hasMask = 0; }
-      points.push([fx * w * scale, fy * h * scale]);
+    const state = { points: [], mask: new Float32Array(256 * 256), hasMask: 0 };
+    window.sgRun = async (restart, [fx, fy]) => {
+      if (restart) Object.assign(state, { points: [], mask: new Float32Array(256 * 256), hasMask: 0 });
+      state.points.push([fx * w * scale, fy * h * scale]);
       // No box: the official demo pads one (0, 0) point with label -1.
-      const coords = new Float32Array([...points.flat(), 0, 0]);
-      const labels = new Float32Array([...points.map(() => 1), -1]);
+      const coords = new Float32Array([...state.points.flat(), 0, 0]);
+      const labels = new Float32Array([...state.points.map(() => 1), -1]);
+      const n = state.points.length + 1;
       const feeds = {
         image_embeddings: new ort.Tensor('float32', embedding, [1, 256, 64, 64]),
-        point_coords: new ort.Tensor('float32', coords, [1, points.length + 1, 2]),
-        point_labels: new ort.Tensor('float32', labels, [1, points.length + 1]),
-        mask_input: new ort.Tensor('float32', mask, [1, 1, 256, 256]),
-        has_mask_input: new ort.Tensor('float32', new Float32Array([hasMask]), [1]),
+        point_coords: new ort.Tensor('float32', coords, [1, n, 2]),
+        point_labels: new ort.Tensor('float32', labels, [1, n]),
+        mask_input: new ort.Tensor('float32', state.mask, [1, 1, 256, 256]),
+        has_mask_input: new ort.Tensor('float32', new Float32Array([state.hasMask]), [1]),
         orig_im_size: new ort.Tensor('float32', new Float32Array([h, w]), [2]),
       };
       const t0 = performance.now();
       const out = await session.run(feeds);
-      t.push(performance.now() - t0);
+      const ms = performance.now() - t0;
       const iou = out.iou_predictions.data;
       const best = iou.indexOf(Math.max(...iou));
-      mask = out.low_res_masks.data.slice(best * 65536, (best + 1) * 65536);
-      hasMask = 1;
+      state.mask = out.low_res_masks.data.slice(best * 65536, (best + 1) * 65536);
+      state.hasMask = 1;
+      return ms;
+    };
+    return self.crossOriginIsolated;
+  }, { h, w, threads });
+  const click = async (scenario, i) => {
+    const ms = await page.evaluate(([restart, at]) => window.sgRun(restart, at), [i === 0 || SCENARIOS[scenario](i), walk[i]]);
+    await quiet(page);
+    return ms;
+  };
+  return { page, isolated, click };
+}
+
+/** Every scenario's walk through `clicks` (several sides: each click made on every side in
+ *  turn, the order alternating click by click) → per side, per scenario, the times after the
+ *  warm-up. */
+async function walkAll(clicks) {
+  const times = clicks.map(() => ({}));
+  for (const scenario of Object.keys(SCENARIOS)) {
+    times.forEach((t) => { t[scenario] = []; });
+    for (let i = 0; i < walk.length; i++) {
+      const order = i % 2 ? [...clicks.keys()].reverse() : [...clicks.keys()];
+      for (const k of order) {
+        const ms = await clicks[k].click(scenario, i);
+        if (i >= WARMUP) times[k][scenario].push(ms);
+      }
     }
-    times[scenario] = t.slice(warmup);
-    }
-    return { times, isolated: self.crossOriginIsolated };
-  }, { h, w, threads, walk, warmup: WARMUP, perObject: PER_OBJECT });
-  await page.close();
-  return result;
+  }
+  return times;
+}
+
+async function ourPage(browser, url) {
+  const ours = await ourClicks(browser, url);
+  const [times] = await walkAll([ours]);
+  await ours.page.close();
+  return { size: ours.size, times };
+}
+
+async function ortPage(browser, url, size, threads) {
+  const o = await ortClicks(browser, url, size, threads);
+  const [times] = await walkAll([o]);
+  await o.page.close();
+  return { times, isolated: o.isolated };
+}
+
+/** The page and onnxruntime-web (1 thread) open side by side, each click made on both in
+ *  turn: a slow spell of the machine falls on both sides of a pair. */
+async function pairedRun(browser, seganyUrl, ortUrl) {
+  const ours = await ourClicks(browser, seganyUrl);
+  const o = await ortClicks(browser, ortUrl, ours.size, 1);
+  const [a, b] = await walkAll([ours, o]);
+  await ours.page.close();
+  await o.page.close();
+  return { ours: a, ort1: b };
 }
 
 const segany = await startSegany();
@@ -171,6 +223,7 @@ try {
       round.ort1 = await ortPage(browser, ort.url, size, 1);
       round.ort2 = await ortPage(browser, ort.url, size, 2);
     };
+    round.paired = await pairedRun(browser, segany.url, ort.url);
     if (k % 2) await ortRuns();
     round.ours = await ourPage(browser, segany.url);
     round.plain = await ourPage(browser, `${segany.url}/?decoder_simd=plain`);
@@ -194,8 +247,24 @@ try {
     ort_cross_origin_isolated: ort2.isolated,
     rounds: ROUNDS,
     round_ratios_vs_ort_1t: rounds.map((rd) => Object.fromEntries(Object.keys(SCENARIOS).map((s) => [s, median(rd.ours.times[s]) / median(rd.ort1.times[s])]))),
+    paired: {},
     scenarios: {},
   };
+  // The paired runs: per scenario, the ratio of the medians and the median of the click-by-click
+  // ratios, pooled and per round.
+  const pairRatios = (rds, s) => rds.flatMap((rd) => rd.paired.ours[s].map((a, i) => a / rd.paired.ort1[s][i]));
+  const pairSummary = (rds, s) => ({
+    ratio_of_medians: median(rds.flatMap((rd) => rd.paired.ours[s])) / median(rds.flatMap((rd) => rd.paired.ort1[s])),
+    median_click_ratio: median(pairRatios(rds, s)),
+  });
+  for (const s of Object.keys(SCENARIOS)) {
+    r.paired[s] = {
+      ...pairSummary(rounds, s),
+      rounds: rounds.map((rd) => pairSummary([rd], s)),
+      segany_page_runs_ms: rounds.flatMap((rd) => rd.paired.ours[s]),
+      ort_web_1t_runs_ms: rounds.flatMap((rd) => rd.paired.ort1[s]),
+    };
+  }
   for (const s of Object.keys(SCENARIOS)) {
     const e = {
       segany_page_ms: median(ours.times[s]), segany_page_runs_ms: ours.times[s],
@@ -227,6 +296,15 @@ try {
   if (ROUNDS > 1) {
     console.log(`\nsegany ÷ onnxruntime-web 1 thread, per round (medians pool all ${ROUNDS} rounds above):`);
     r.round_ratios_vs_ort_1t.forEach((q, k) => console.log(`  round ${k + 1}${k % 2 ? ' (onnxruntime-web first)' : ''}: objects ${q.objects.toFixed(2)}, long ${q.long.toFixed(2)}`));
+  }
+  const q = (x) => x.toFixed(2);
+  console.log(`\nPaired (the page and onnxruntime-web 1 thread open side by side, each click made on both in turn), segany ÷ onnxruntime-web: ratio of medians (median of the click-by-click ratios)`);
+  console.log(`  all ${ROUNDS} rounds: objects ${q(r.paired.objects.ratio_of_medians)} (${q(r.paired.objects.median_click_ratio)}), long ${q(r.paired.long.ratio_of_medians)} (${q(r.paired.long.median_click_ratio)})`);
+  if (ROUNDS > 1) {
+    for (let k = 0; k < ROUNDS; k++) {
+      const [po, pl] = [r.paired.objects.rounds[k], r.paired.long.rounds[k]];
+      console.log(`  round ${k + 1}: objects ${q(po.ratio_of_medians)} (${q(po.median_click_ratio)}), long ${q(pl.ratio_of_medians)} (${q(pl.median_click_ratio)})`);
+    }
   }
   console.log(`\n${file}`);
 } finally {
