@@ -386,6 +386,39 @@ describe('the decoder worker with its helper', () => {
     }
     // A decode alone cannot stop half-way; with the helper, the worker stops at an exchange.
     if (cores >= 2) assert.ok(cancelled > 0, 'a hover decode was stopped');
+    // Hover at A, click at B (the hover decode is cancelled), undo, click at A, all before the
+    // worker answers: the click's prompt is the cancelled hover decode's, which must not be
+    // taken to answer it.
+    await page.keyboard.press('Escape');
+    await settled(page);
+    const a = await at(page, ...fa);
+    await page.mouse.click(a.x, a.y);
+    await settled(page);
+    await page.mouse.move(0, 0);
+    const atA = bitmap(await painted(page, 'mask'));
+    let undone = 0;
+    for (let attempt = 0; attempt < 5 && undone === 0; attempt++) {
+      await page.keyboard.press('Escape');
+      await settled(page);
+      const start = await page.evaluate(() => window.sgLog.length);
+      await page.evaluate(([a, b]) => {
+        const ui = document.querySelector('[data-sg=ui]');
+        const fire = (type, p, buttons) => ui.dispatchEvent(new PointerEvent(type, { clientX: p.x, clientY: p.y, button: 0, buttons, pointerId: 1, isPrimary: true, bubbles: true }));
+        fire('pointermove', a, 0);
+        fire('pointerdown', b, 1);
+        fire('pointerup', b, 0);
+        window.dispatchEvent(new KeyboardEvent('keydown', { key: 'z', ctrlKey: true, bubbles: true }));
+        fire('pointermove', a, 0);
+        fire('pointerdown', a, 1);
+        fire('pointerup', a, 0);
+      }, [a, b]);
+      await settled(page);
+      await page.waitForFunction((n) => window.sgLog.slice(n).some(([d, k]) => d === 'from' && (k === 'decoded' || k === 'cancelled')), start, { timeout: 30_000 });
+      const log = await page.evaluate((n) => window.sgLog.slice(n), start);
+      undone += log.some(([d, k]) => d === 'from' && k === 'cancelled');
+      assert.deepEqual(bitmap(await painted(page, 'mask')), atA, `the click at A's masks: ${JSON.stringify(log)}`);
+    }
+    if (cores >= 2) assert.ok(undone > 0, 'a hover decode was stopped');
     // The helper is not taken for failed: the next click is decoded by both again.
     await page.keyboard.press('Escape');
     await settled(page);

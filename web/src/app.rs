@@ -1501,7 +1501,8 @@ impl App {
 
     /// Queues the decode of an edit, unless the hover preview decodes or decoded that very prompt
     /// (a click where the pointer rested: the same points, mask input and label): that decode
-    /// answers the edit, at once or when it ends, instead of a second one after it.
+    /// answers the edit, at once or when it ends, instead of a second one after it (unless this
+    /// app cancelled that decode already).
     fn answer_or_queue(&mut self, req: DecodeRequest) {
         if let Some((.., prompt, p)) = &self.preview
             && **prompt == req.prompt
@@ -1515,6 +1516,7 @@ impl App {
         }
         if let Some((id, Job::Hover(.., prompt))) = &self.in_flight
             && **prompt == req.prompt
+            && self.cancelled != Some(*id)
         {
             self.in_flight = Some((*id, Job::Edit(req.revision)));
             self.queued_edit = None;
