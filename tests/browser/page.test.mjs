@@ -347,32 +347,44 @@ describe('the decoder worker with its helper', () => {
     await page.setInputFiles('[data-sg=file]', IMAGE);
     await settled(page);
     const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    /** The mask a click at `p` gives on its own, from an empty draft. */
+    const plainClick = async (p) => {
+      await page.keyboard.press('Escape');
+      await settled(page);
+      await page.mouse.click(p.x, p.y);
+      await settled(page);
+      await page.mouse.move(0, 0);
+      return bitmap(await painted(page, 'mask'));
+    };
+    /** From an empty draft, `steps` (['move' | 'click', point] or ['undo']) dispatched in one
+     *  task, so all reach the page before the worker answers; resolves, once the page has
+     *  settled and the worker has sent `answers` answers, to the messages logged meanwhile. */
+    const inOneTask = async (steps, answers) => {
+      await page.keyboard.press('Escape');
+      await settled(page);
+      const start = await page.evaluate(() => window.sgLog.length);
+      await page.evaluate((steps) => {
+        const ui = document.querySelector('[data-sg=ui]');
+        const fire = (type, p, buttons) => ui.dispatchEvent(new PointerEvent(type, { clientX: p.x, clientY: p.y, button: 0, buttons, pointerId: 1, isPrimary: true, bubbles: true }));
+        for (const [what, p] of steps) {
+          if (what === 'move') fire('pointermove', p, 0);
+          if (what === 'click') { fire('pointerdown', p, 1); fire('pointerup', p, 0); }
+          if (what === 'undo') window.dispatchEvent(new KeyboardEvent('keydown', { key: 'z', ctrlKey: true, bubbles: true }));
+        }
+      }, steps);
+      await settled(page);
+      await page.waitForFunction(([n, answers]) => window.sgLog.slice(n).filter(([d, k]) => d === 'from' && (k === 'decoded' || k === 'cancelled')).length >= answers, [start, answers], { timeout: 30_000 });
+      return page.evaluate((n) => window.sgLog.slice(n), start);
+    };
     // The mask a click at B gives on its own, decoded by the worker and its helper.
-    const [fa, fb] = [[0.3, 0.35], [0.7, 0.6]];
-    const b = await at(page, ...fb);
-    await page.mouse.click(b.x, b.y);
-    await settled(page);
-    await page.mouse.move(0, 0);
-    const alone = bitmap(await painted(page, 'mask'));
+    const [a, b] = [await at(page, 0.3, 0.35), await at(page, 0.7, 0.6)];
+    const alone = await plainClick(b);
     assert.equal(await app(page).getAttribute('data-decode-workers'), cores >= 2 ? '2' : '1');
     // The pointer comes to A (a hover decode starts), then clicks at B in the same task: the
     // hover's prompt is not the click's, so its decode is cancelled and the click's follows.
     let cancelled = 0;
     for (let attempt = 0; attempt < 5 && cancelled === 0; attempt++) {
-      await page.keyboard.press('Escape');
-      await settled(page);
-      const start = await page.evaluate(() => window.sgLog.length);
-      const a = await at(page, ...fa);
-      await page.evaluate(([a, b]) => {
-        const ui = document.querySelector('[data-sg=ui]');
-        const fire = (type, p, buttons) => ui.dispatchEvent(new PointerEvent(type, { clientX: p.x, clientY: p.y, button: 0, buttons, pointerId: 1, isPrimary: true, bubbles: true }));
-        fire('pointermove', a, 0);
-        fire('pointerdown', b, 1);
-        fire('pointerup', b, 0);
-      }, [a, b]);
-      await settled(page);
-      await page.waitForFunction((n) => window.sgLog.slice(n).filter(([d, k]) => d === 'from' && (k === 'decoded' || k === 'cancelled')).length >= 2, start, { timeout: 30_000 });
-      const log = await page.evaluate((n) => window.sgLog.slice(n), start);
+      const log = await inOneTask([['move', a], ['click', b]], 2);
       const to = log.filter(([d]) => d === 'to');
       assert.deepEqual(to.map(([, k]) => k), ['decode', 'cancel', 'decode'], JSON.stringify(log));
       const [hover, click] = [to[0][2], to[2][2]];
@@ -389,32 +401,10 @@ describe('the decoder worker with its helper', () => {
     // Hover at A, click at B (the hover decode is cancelled), undo, click at A, all before the
     // worker answers: the click's prompt is the cancelled hover decode's, which must not be
     // taken to answer it.
-    await page.keyboard.press('Escape');
-    await settled(page);
-    const a = await at(page, ...fa);
-    await page.mouse.click(a.x, a.y);
-    await settled(page);
-    await page.mouse.move(0, 0);
-    const atA = bitmap(await painted(page, 'mask'));
+    const atA = await plainClick(a);
     let undone = 0;
     for (let attempt = 0; attempt < 5 && undone === 0; attempt++) {
-      await page.keyboard.press('Escape');
-      await settled(page);
-      const start = await page.evaluate(() => window.sgLog.length);
-      await page.evaluate(([a, b]) => {
-        const ui = document.querySelector('[data-sg=ui]');
-        const fire = (type, p, buttons) => ui.dispatchEvent(new PointerEvent(type, { clientX: p.x, clientY: p.y, button: 0, buttons, pointerId: 1, isPrimary: true, bubbles: true }));
-        fire('pointermove', a, 0);
-        fire('pointerdown', b, 1);
-        fire('pointerup', b, 0);
-        window.dispatchEvent(new KeyboardEvent('keydown', { key: 'z', ctrlKey: true, bubbles: true }));
-        fire('pointermove', a, 0);
-        fire('pointerdown', a, 1);
-        fire('pointerup', a, 0);
-      }, [a, b]);
-      await settled(page);
-      await page.waitForFunction((n) => window.sgLog.slice(n).some(([d, k]) => d === 'from' && (k === 'decoded' || k === 'cancelled')), start, { timeout: 30_000 });
-      const log = await page.evaluate((n) => window.sgLog.slice(n), start);
+      const log = await inOneTask([['move', a], ['click', b], ['undo'], ['move', a], ['click', a]], 1);
       undone += log.some(([d, k]) => d === 'from' && k === 'cancelled');
       assert.deepEqual(bitmap(await painted(page, 'mask')), atA, `the click at A's masks: ${JSON.stringify(log)}`);
     }

@@ -240,6 +240,8 @@ enum Job {
     Edit(u64),
     /// A hover preview at this revision and point, of this prompt.
     Hover(u64, Point, Rc<Prompt>),
+    /// A hover preview this app cancelled (see `pump`): its answer is dropped.
+    Cancelled,
 }
 
 /// A pointer press not released yet.
@@ -301,8 +303,6 @@ struct App {
     session: Option<Session>,
     next_id: u32,
     in_flight: Option<(u32, Job)>,
-    /// The id of the hover decode in flight that this app cancelled (see `pump`).
-    cancelled: Option<u32>,
     queued_edit: Option<DecodeRequest>,
     queued_hover: Option<(u64, Point)>,
     hover: Option<Point>,
@@ -357,7 +357,6 @@ pub fn mount(root: &Element, options: Options, global_keys: bool) -> Result<Widg
         session: None,
         next_id: 1,
         in_flight: None,
-        cancelled: None,
         queued_edit: None,
         queued_hover: None,
         hover: None,
@@ -1367,18 +1366,19 @@ impl App {
                 if self.in_flight.as_ref().is_none_or(|(e, _)| *e != id) {
                     return; // an answer to a decode this app gave up (another image, model)
                 }
-                let Some((expected, job)) = self.in_flight.take() else { return };
+                let Some((_, job)) = self.in_flight.take() else { return };
                 // A hover preview that no longer answers the draft (a click came meanwhile) is
                 // not even read: its masks are megabytes.
                 let stale = match job {
                     Job::Hover(revision, at, _) => {
                         self.session.as_ref().is_none_or(|s| s.revision() != revision) || self.hover.is_none_or(|h| (h.x, h.y) != (at.x, at.y))
                     }
+                    Job::Cancelled => true,
                     Job::Edit(_) => false,
                 };
-                if expected == id && stale {
+                if stale {
                     self.show_decode_time(&data);
-                } else if expected == id {
+                } else {
                     match prediction_from_js(&get(&data, "prediction")) {
                         Ok(p) => {
                             self.show_decode_time(&data);
@@ -1389,6 +1389,7 @@ impl App {
                                     }
                                 }
                                 Job::Hover(revision, point, prompt) => self.preview = Some((revision, point, prompt, Rc::new(p))),
+                                Job::Cancelled => {}
                             }
                         }
                         Err(e) => self.error(&e),
@@ -1434,12 +1435,11 @@ impl App {
     /// before the edit, and the edit's decode starts as soon as the worker has stopped it (at
     /// its next exchange with its helper: a fraction of a decode).
     fn pump(&mut self) {
-        if let Some((id, Job::Hover(..))) = &self.in_flight
+        if let Some((id, job @ Job::Hover(..))) = &mut self.in_flight
             && self.queued_edit.is_some()
-            && self.cancelled != Some(*id)
         {
             hub::post(message("cancel", &[("client", self.client.into()), ("id", (*id).into())]), Array::new());
-            self.cancelled = Some(*id);
+            *job = Job::Cancelled;
         }
         if self.in_flight.is_some() || !self.embedding_ready {
             return;
@@ -1501,8 +1501,8 @@ impl App {
 
     /// Queues the decode of an edit, unless the hover preview decodes or decoded that very prompt
     /// (a click where the pointer rested: the same points, mask input and label): that decode
-    /// answers the edit, at once or when it ends, instead of a second one after it (unless this
-    /// app cancelled that decode already).
+    /// answers the edit, at once or when it ends, instead of a second one after it (not one this
+    /// app cancelled: that is a `Job::Cancelled`).
     fn answer_or_queue(&mut self, req: DecodeRequest) {
         if let Some((.., prompt, p)) = &self.preview
             && **prompt == req.prompt
@@ -1516,7 +1516,6 @@ impl App {
         }
         if let Some((id, Job::Hover(.., prompt))) = &self.in_flight
             && **prompt == req.prompt
-            && self.cancelled != Some(*id)
         {
             self.in_flight = Some((*id, Job::Edit(req.revision)));
             self.queued_edit = None;

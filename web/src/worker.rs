@@ -248,10 +248,15 @@ fn cancel(ctx: &Rc<Ctx>, data: &JsValue) {
     let queued = ctx.jobs.borrow().iter().position(this);
     if let Some(at) = queued {
         ctx.jobs.borrow_mut().remove(at);
-        let _ = post(&ctx.scope, &message("cancelled", &[("client", client.into()), ("id", id.into())]));
+        let _ = reply_cancelled(&ctx.scope, client.into(), id.into());
     } else if ctx.running.get() == Some((client, id)) {
         ctx.cancel.set(true);
     }
+}
+
+/// The page's decode `id` of `client` was cancelled: dropped or stopped.
+fn reply_cancelled(scope: &DedicatedWorkerGlobalScope, client: JsValue, id: JsValue) -> Result<(), String> {
+    post(scope, &message("cancelled", &[("client", client), ("id", id)]))
 }
 
 fn enqueue(ctx: &Rc<Ctx>, data: JsValue) {
@@ -496,8 +501,7 @@ async fn decode(ctx: &Rc<Ctx>, data: &JsValue) -> Result<(), String> {
             let answer = ctx.bands.take(id).await;
             h.in_flight.set(None);
             if !wanted {
-                let fields = [("client", client.into()), ("id", get(data, "id"))];
-                return post(scope, &message("cancelled", &fields));
+                return reply_cancelled(scope, client.into(), get(data, "id"));
             }
             let mine = mine?;
             let theirs = get(&answer, "masks").dyn_into::<Float32Array>().ok().map(|a| a.to_vec());
